@@ -1,0 +1,25 @@
+# The two commands a newcomer needs (see README.md):
+#   make demo   set everything up, then run the main job on the bundled data_samples/
+#   make test   set everything up, then run the whole test suite
+# Both create .venv once and reuse it; the install is redone only when settings.ini or
+# setup.py change.
+
+VENV   ?= .venv
+PYTHON ?= python3
+STAMP  := $(VENV)/.ssl3d-installed
+
+.PHONY: demo test setup
+
+setup: $(STAMP)
+
+# torch, torchvision and fastai resolve in one pip command, so pip keeps the pinned torch.
+$(STAMP): settings.ini setup.py
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ssl3d info data_samples/
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest tests/ -ra --durations=15
