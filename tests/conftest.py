@@ -1,0 +1,32 @@
+"Shared fixtures: the repository root, and the larger data sets (skip, or fail in CI, when absent)."
+import os, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's bin/, where nbdev's and ssl3d's scripts are
+
+
+def data_required() -> bool:
+    "CI sets SSL3D_REQUIRE_DATA: there, a missing data set is a failure, not a skip."
+    return os.environ.get('SSL3D_REQUIRE_DATA', '') not in ('', '0')
+
+
+def skip_or_fail(msg: str):
+    if data_required(): pytest.fail(f"{msg} (SSL3D_REQUIRE_DATA is set, so this is an error)")
+    pytest.skip(msg)
+
+
+def dataset(name: str) -> Path:
+    "The folder of a larger data set, or skip the test with the reason `get_dataset` gives."
+    from ssl3d_nb.external import get_dataset, DataUnavailable
+    try: return get_dataset(name)
+    except DataUnavailable as e: skip_or_fail(f"needs the {name} data: {e}")
+
+
+@pytest.fixture
+def hippocampus() -> Path: return dataset('hippocampus')
+
+
+@pytest.fixture
+def brats() -> Path: return dataset('brats2013-sample')

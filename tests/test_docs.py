@@ -1,0 +1,83 @@
+"""The documentation build, up to where Quarto takes over.
+
+Quarto cannot be installed on every machine this suite runs on, so this test runs the stage
+that can: nbdev's `refresh_quarto_yml` and `proc_nbs` (the processors that `nbdev_docs` runs,
+including executing the `show_doc` cells), then an HTML render of the processed notebooks with
+nbconvert. It checks that the pages hold every public function's rendered `show_doc` signature
+and the notebooks' figures, that the configuration is in step with settings.ini, and that the
+sidebar lists every notebook. On a machine with Quarto, `nbdev_docs` builds the real site.
+"""
+import importlib, inspect, json, re, shutil, subprocess
+from pathlib import Path
+import pytest, yaml
+from conftest import ROOT, BIN
+
+MODULE_NBS = {'00_core': 'core', '01_io': 'io', '01a_external': 'external', '02_preprocess': 'preprocess',
+              '03_data': 'data', '90_cli': 'cli'}
+
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    "Processed notebooks and their HTML pages, built in a copy of the project."
+    tmp = tmp_path_factory.mktemp('docs')
+    for name in ('settings.ini', 'setup.py', 'pyproject.toml', 'README.md', 'nbs', 'ssl3d_nb'):
+        src = ROOT/name
+        if src.is_dir(): shutil.copytree(src, tmp/name, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints', '_proc'))
+        else: shutil.copy2(src, tmp/name)
+    code = ("from nbdev.quarto import refresh_quarto_yml\nfrom nbdev.serve import proc_nbs\nimport nbdev.doclinks\n"
+            "refresh_quarto_yml(); nbdev.doclinks._build_modidx(); proc_nbs('nbs', n_workers=0)")
+    r = subprocess.run([str(BIN/'python'), '-c', code], cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"nbdev's notebook processing failed:\n{r.stderr[-5000:]}"
+    # Quarto hides cells marked `#| echo: false` (nbdev marks the show_doc cells so); tell nbconvert the same.
+    for nb in (tmp/'_proc').glob('*.ipynb'):
+        d = json.loads(nb.read_text())
+        for c in d['cells']:
+            if re.search(r'^#\|\s*echo:\s*false', ''.join(c['source']), re.M): c['metadata'].setdefault('tags', []).append('remove_input')
+        nb.write_text(json.dumps(d))
+    r = subprocess.run([str(BIN/'jupyter'), 'nbconvert', '--to', 'html', '--output-dir', str(tmp/'html'),
+                        '--TagRemovePreprocessor.enabled=True', '--TagRemovePreprocessor.remove_input_tags=remove_input',
+                        *map(str, sorted((tmp/'_proc').glob('*.ipynb')))], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"nbconvert failed:\n{r.stderr[-5000:]}"
+    return tmp
+
+
+def test_config_in_step_with_settings(site):
+    assert (site/'nbs/nbdev.yml').read_text() == (ROOT/'nbs/nbdev.yml').read_text(), \
+        "nbs/nbdev.yml is out of step with settings.ini: nbdev regenerates it; commit the new one"
+    q = yaml.safe_load((ROOT/'nbs/_quarto.yml').read_text())
+    assert q['project']['type'] == 'website' and set(q['metadata-files']) == {'nbdev.yml', 'sidebar.yml'}
+    assert (ROOT/'_quarto.yml').resolve() == (ROOT/'nbs/_quarto.yml').resolve()
+
+
+def test_sidebar_lists_every_notebook():
+    side = yaml.safe_load((ROOT/'nbs/sidebar.yml').read_text())['website']['sidebar']['contents']
+    def entries(xs):
+        for x in xs: yield from (entries(x['contents']) if isinstance(x, dict) else [x])
+    listed = set(entries(side))
+    nbs = {str(p.relative_to(ROOT/'nbs')) for p in (ROOT/'nbs').rglob('*.ipynb') if '_proc' not in p.parts and '.ipynb_checkpoints' not in p.parts}
+    assert listed == nbs, f"sidebar.yml and nbs/ disagree: only in sidebar {listed - nbs}, only in nbs {nbs - listed}"
+
+
+@pytest.mark.parametrize('nb,mod', MODULE_NBS.items())
+def test_pages_hold_signatures(site, nb, mod):
+    html = (site/'html'/f'{nb}.html').read_text()
+    m = importlib.import_module(f'ssl3d_nb.{mod}')
+    public = [n for n in m.__all__ if (inspect.isfunction(getattr(m, n)) or inspect.isclass(getattr(m, n)))
+              and getattr(getattr(m, n), '__module__', '') == m.__name__]
+    assert public
+    for name in public:
+        assert re.search(rf'<h3 id="{re.escape(name)}">{re.escape(name)}', html), f"{nb}.html lacks the show_doc of {name}"
+        assert re.search(rf'<span class="(?:k|kd)">(?:def|class)</span>(?:\s|<span class="w">\s*</span>)*<span class="(?:nf|nc)">{re.escape(name)}</span>', html), \
+            f"{nb}.html lacks the rendered signature of {name}"
+
+
+@pytest.mark.parametrize('nb', ['00_core', '01_io', '01a_external', '02_preprocess', '03_data'])
+def test_pages_hold_figures(site, nb):
+    html = (site/'html'/f'{nb}.html').read_text()
+    assert re.search(r'<img [^>]*src="data:image/png;base64,', html), f"{nb}.html shows no figure"
+    assert 'show_doc(' not in re.sub(r'<[^>]+>', '', html), f"{nb}.html shows show_doc source that Quarto would hide"
+
+
+def test_index_page(site):
+    text = re.sub(r'<[^>]+>', '', (site/'html/index.html').read_text())
+    assert 'make demo' in text and 'make test' in text
