@@ -1,10 +1,22 @@
 "Shared fixtures: the repository root, and the larger data sets (skip, or fail in CI, when absent)."
-import os, sys
+import os, shutil, sys
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin/, where nbdev's and ssl3d's scripts are
+
+
+PROJECT = ('settings.ini', 'setup.py', 'pyproject.toml', 'README.md', 'nbs', 'ssl3d_nb')
+
+
+def copy_project(dst: Path, names=PROJECT) -> Path:
+    "Copy the project's sources (not the venv, caches or build output) to `dst`, for tools that write."
+    for name in names:
+        src = ROOT/name
+        if src.is_dir(): shutil.copytree(src, dst/name, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints', '_proc'))
+        else: shutil.copy2(src, dst/name)
+    return dst
 
 
 def data_required() -> bool:

@@ -1,9 +1,9 @@
 """The public API contract of DESIGN.md, on the real data sets; and the package as `pip install` leaves it."""
-import shutil, subprocess, sys
+import subprocess, sys
 from pathlib import Path
 import numpy as np
 import torch
-from conftest import ROOT, BIN
+from conftest import ROOT, BIN, copy_project
 from ssl3d_nb.io import load_volume, load_label, load_decathlon, decathlon_info, load_subject_folders
 
 
@@ -37,8 +37,7 @@ def test_pip_install_gives_a_working_package(tmp_path):
     "A regular (non-editable) install of the repository: modules, version and the `ssl3d` entry point."
     src = tmp_path/'src'
     src.mkdir()
-    for name in ('settings.ini', 'setup.py', 'pyproject.toml', 'README.md', 'ssl3d_nb'):
-        (shutil.copytree if (ROOT/name).is_dir() else shutil.copy2)(ROOT/name, src/name)
+    copy_project(src, ('settings.ini', 'setup.py', 'pyproject.toml', 'README.md', 'ssl3d_nb'))
     target = tmp_path/'site'
     r = subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps', '--no-build-isolation',
                         '--target', str(target), str(src)], capture_output=True, text=True, timeout=600)

@@ -7,10 +7,10 @@ nbconvert. It checks that the pages hold every public function's rendered `show_
 and the notebooks' figures, that the configuration is in step with settings.ini, and that the
 sidebar lists every notebook. On a machine with Quarto, `nbdev_docs` builds the real site.
 """
-import importlib, inspect, json, re, shutil, subprocess
+import importlib, inspect, json, re, subprocess
 from pathlib import Path
 import pytest, yaml
-from conftest import ROOT, BIN
+from conftest import ROOT, BIN, copy_project
 
 MODULE_NBS = {'00_core': 'core', '01_io': 'io', '01a_external': 'external', '02_preprocess': 'preprocess',
               '03_data': 'data', '90_cli': 'cli'}
@@ -19,11 +19,7 @@ MODULE_NBS = {'00_core': 'core', '01_io': 'io', '01a_external': 'external', '02_
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
     "Processed notebooks and their HTML pages, built in a copy of the project."
-    tmp = tmp_path_factory.mktemp('docs')
-    for name in ('settings.ini', 'setup.py', 'pyproject.toml', 'README.md', 'nbs', 'ssl3d_nb'):
-        src = ROOT/name
-        if src.is_dir(): shutil.copytree(src, tmp/name, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints', '_proc'))
-        else: shutil.copy2(src, tmp/name)
+    tmp = copy_project(tmp_path_factory.mktemp('docs'))
     code = ("from nbdev.quarto import refresh_quarto_yml\nfrom nbdev.serve import proc_nbs\nimport nbdev.doclinks\n"
             "refresh_quarto_yml(); nbdev.doclinks._build_modidx(); proc_nbs('nbs', n_workers=0)")
     r = subprocess.run([str(BIN/'python'), '-c', code], cwd=tmp, capture_output=True, text=True, timeout=600)

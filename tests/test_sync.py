@@ -3,18 +3,9 @@
 Both run on a copy of the project in a temporary folder (the working tree is never touched),
 then every file they would write is compared with the committed one — nbdev's own CI check.
 """
-import filecmp, shutil, subprocess
+import filecmp, subprocess
 from pathlib import Path
-from conftest import ROOT, BIN
-
-COPIED = ['settings.ini', 'setup.py', 'pyproject.toml', 'README.md', 'nbs', 'ssl3d_nb']
-
-
-def _copy(dst: Path):
-    for name in COPIED:
-        src = ROOT/name
-        if src.is_dir(): shutil.copytree(src, dst/name, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints', '_proc'))
-        else: shutil.copy2(src, dst/name)
+from conftest import ROOT, BIN, copy_project
 
 
 def _differences(a: Path, b: Path, rel=Path('.')):
@@ -28,7 +19,7 @@ def _differences(a: Path, b: Path, rel=Path('.')):
 
 
 def test_export_and_clean_change_nothing(tmp_path):
-    _copy(tmp_path)
+    copy_project(tmp_path)
     for cmd in ('nbdev_export', 'nbdev_clean'):
         r = subprocess.run([str(BIN/cmd)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, f"{cmd} failed:\n{r.stdout}\n{r.stderr}"
