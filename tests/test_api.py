@@ -1,0 +1,68 @@
+"""The public API of DESIGN.md for the building blocks: names, signatures and return shapes that outside checks call."""
+import inspect, math
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ssl3d_nb import grids, permutations, rotations, losses, models
+
+
+def params(f): return list(inspect.signature(f).parameters)
+
+
+def test_partition_contract():
+    assert params(grids.partition) == ['x', 'grid', 'cell', 'gap', 'jitter', 'generator']
+    x = torch.arange(2 * 20 * 22 * 26, dtype=torch.float32).view(2, 20, 22, 26)
+    cells = grids.partition(x, grid=(2, 2, 3), cell=(6, 7, 5), gap=2, jitter=1, generator=torch.Generator().manual_seed(0))
+    assert cells.shape == (12, 2, 6, 7, 5)
+    # neighbours along the last axis (row-major: consecutive cells) are at least `gap` apart
+    for k in range(0, 12, 3):
+        w0 = cells[k, 0, 0, 0] % 26; w1 = cells[k + 1, 0, 0, 0] % 26
+        assert (w1[0] - w0[-1] - 1) >= 2
+    img = torch.randn(1, 30, 30)
+    assert grids.partition(img, 3, 8, gap=1).shape == (9, 1, 8, 8)
+
+
+def test_hamming_permutations_contract():
+    assert params(permutations.hamming_permutations)[:4] == ['n', 'k', 'seed', 'criterion']
+    for crit in ('max-min', 'max-mean'):
+        P = permutations.hamming_permutations(8, 30, seed=0, criterion=crit, cache=False)
+        assert P.dtype == torch.long and P.shape == (30, 8)
+        assert len({tuple(p) for p in P.tolist()}) == 30
+        assert (P.sort(1).values == torch.arange(8)).all()
+    assert permutations.hamming_permutations(27, 5, seed=0, cache=False).shape == (5, 27)
+
+
+def test_rotation_contract():
+    assert rotations.N_ROT_3D == 10
+    x = torch.randn(2, 1, 5, 5, 5)
+    assert torch.equal(rotations.rotate_3d(x, 0), x)
+    outs = [rotations.rotate_3d(x, c) for c in range(10)]
+    assert all(not torch.equal(outs[i], outs[j]) for i in range(10) for j in range(i + 1, 10))
+    assert torch.equal(rotations.rotate_3d(rotations.rotate_3d(x, 1), 3), x)
+
+
+def test_losses_contract():
+    p, z = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    s = (p @ z.T).numpy()
+    expected = np.mean(np.log(np.exp(s).sum(1)) - np.diag(s))
+    assert abs(losses.info_nce(p, z, temperature=1.0).item() - expected) < 1e-9
+    a, b, c = torch.randn(3, 5, 8).unbind(0)
+    assert abs(losses.triplet_loss(a, b, c, margin=1.0) - F.triplet_margin_loss(a, b, c, margin=1.0)) < 1e-4
+    H = losses.offset_heatmap(0.2, -0.4, size=19)
+    i, j = np.meshgrid(np.arange(-9, 10), np.arange(-9, 10), indexing='ij')
+    assert np.allclose(H.numpy(), 10 * np.exp(-15 * ((i / 9 - 0.2) ** 2 + (j / 9 + 0.4) ** 2)), atol=1e-5)
+
+
+def test_models_contract():
+    counts = {models.D2DCNN: 139_744, models.Reg2DHead: 27_138, models.HeatmapHead: 28_189,
+              models.D3DCNN: 393_392, models.SixNeighbourHead: 31_238}
+    for cls, n in counts.items():
+        assert sum(q.numel() for q in cls().parameters() if q.requires_grad) == n, cls.__name__
+    assert models.D2DCNN()(torch.randn(2, 3, 42, 42)).shape == (2, 64, 1, 1)
+    assert models.D3DCNN()(torch.randn(2, 1, 25, 25, 25)).shape == (2, 192, 1, 1, 1)
+    enc = models.ResUNetEncoder3d(width_mult=0.25)
+    feats = enc(torch.randn(1, 1, 32, 32, 64))
+    assert len(feats) == 5 and feats[-1].shape == (1, 128, 2, 2, 4)
+    assert models.UNetDecoder3d(enc.widths, 3)(feats).shape == (1, 3, 32, 32, 64)
+    assert models.DUC3d(enc.widths[3], 3, r=8)(feats[3]).shape == (1, 3, 32, 32, 64)
+    assert models.VGG3d(width_mult=0.25)(torch.randn(1, 1, 32, 32, 32)).shape[1] == 128
