@@ -66,3 +66,14 @@ def test_models_contract():
     assert models.UNetDecoder3d(enc.widths, 3)(feats).shape == (1, 3, 32, 32, 64)
     assert models.DUC3d(enc.widths[3], 3, r=8)(feats[3]).shape == (1, 3, 32, 32, 64)
     assert models.VGG3d(width_mult=0.25)(torch.randn(1, 1, 32, 32, 32)).shape[1] == 128
+
+
+DESIGN_TASKS = {'rubik', 'rubik-order', 'jigsaw', 'rotation', 'rpl', 'cpc', 'exemplar', 'jigsaw-2d', 'rotation-2d',
+                'rpl-2d', 'cpc-2d', 'exemplar-2d', 'planar-reg2d', 'planar-heatmap', 'doersch'}
+
+
+def test_task_registry():
+    from ssl3d_nb.tasks import TASKS, Task
+    assert all(isinstance(t, Task) and t.name == k for k, t in TASKS.items())
+    assert set(TASKS) <= DESIGN_TASKS, f"names not in DESIGN.md: {set(TASKS) - DESIGN_TASKS}"
+    assert {'rotation', 'rotation-2d'} <= set(TASKS)  # issue 4 adds the rest; then this becomes set(TASKS) == DESIGN_TASKS
