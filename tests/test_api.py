@@ -76,4 +76,4 @@ def test_task_registry():
     from ssl3d_nb.tasks import TASKS, Task
     assert all(isinstance(t, Task) and t.name == k for k, t in TASKS.items())
     assert set(TASKS) <= DESIGN_TASKS, f"names not in DESIGN.md: {set(TASKS) - DESIGN_TASKS}"
-    assert {'rotation', 'rotation-2d'} <= set(TASKS)  # issue 4 adds the rest; then this becomes set(TASKS) == DESIGN_TASKS
+    assert {'rotation', 'rotation-2d', 'exemplar', 'exemplar-2d'} <= set(TASKS)  # issue 4 adds the rest; then this becomes set(TASKS) == DESIGN_TASKS

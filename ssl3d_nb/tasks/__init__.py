@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['TASKS', 'Task', 'register_task', 'get_task', 'pretrain_learner', 'save_pretrained']
 
-# %% ../../nbs/19_tasks.ipynb #0b3b9e7f
+# %% ../../nbs/19_tasks.ipynb #ddc7541c
 from .core import *
 from .core import TASKS, Task, register_task, get_task, pretrain_learner, save_pretrained
-from . import rotation
+from . import rotation, exemplar
 
-# %% ../../nbs/19_tasks.ipynb #c3135295
+# %% ../../nbs/19_tasks.ipynb #749220ac
 _all_ = ['TASKS', 'Task', 'register_task', 'get_task', 'pretrain_learner', 'save_pretrained']
