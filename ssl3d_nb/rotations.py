@@ -11,7 +11,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['CUBE_ROTATIONS', 'N_ROT_3D', 'ROT_3D_CLASSES', 'N_ROT_2D', 'rot90_3d', 'rotation_matrix_of', 'rotate_cube',
-           'rotate_3d', 'rotate_3d_batch', 'rotate_2d', 'rotate_2d_batch', 'rubik_turn']
+           'rotate_3d', 'rotate_3d_batch', 'rotate_2d', 'rotate_2d_batch', 'n_rotations', 'rotate_batch', 'rubik_turn']
 
 # %% ../nbs/06_rotations.ipynb #ad360c4f
 def rot90_3d(
@@ -87,6 +87,16 @@ def rotate_2d_batch(x, cls)->torch.Tensor:
     out = torch.empty_like(x)
     for c in torch.unique(cls).tolist(): out[cls == c] = rotate_2d(x[cls == c], c)
     return out
+
+# %% ../nbs/06_rotations.ipynb #e614bd61
+def n_rotations(spatial_dims:int)->int:
+    "Number of rotation classes: 10 in 3D (Taleb et al.), 4 in 2D."
+    return N_ROT_3D if spatial_dims == 3 else N_ROT_2D
+
+def rotate_batch(x, cls)->torch.Tensor:
+    "Rotate each sample of `(B, C, D, H, W)` (10 classes) or `(B, C, H, W)` (4 classes) by its own class."
+    if x.ndim not in (4, 5): raise ValueError(f"expected a batch (B,C,H,W) or (B,C,D,H,W), got shape {tuple(x.shape)}")
+    return rotate_3d_batch(x, cls) if x.ndim == 5 else rotate_2d_batch(x, cls)
 
 # %% ../nbs/06_rotations.ipynb #806ef74a
 def rubik_turn(

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..core import *
-from ..rotations import N_ROT_3D, N_ROT_2D, rotate_3d_batch, rotate_2d_batch
+from ..rotations import n_rotations, rotate_batch
 from ..losses import triplet_loss
 from .core import Task, random_slices, register_task
 
@@ -37,9 +37,9 @@ def augment(
     shape = (B,) + (1,) * (nd + 1)
     flip, axis = rand(B) < p_flip, (rand(B) * nd).long()
     for a in range(nd): x = torch.where((flip & (axis == a)).view(shape), x.flip(2 + a), x)
-    n_rot = N_ROT_3D if nd == 3 else N_ROT_2D
+    n_rot = n_rotations(nd)
     cls = torch.where(rand(B) < p_rot, 1 + (rand(B) * (n_rot - 1)).long(), torch.zeros(B, dtype=torch.long, device=x.device))
-    x = (rotate_3d_batch if nd == 3 else rotate_2d_batch)(x, cls)
+    x = rotate_batch(x, cls)
     c = contrast[0] + (contrast[1] - contrast[0]) * rand(B)
     b = brightness[0] + (brightness[1] - brightness[0]) * rand(B)
     mean = x.mean(tuple(range(1, x.ndim)), keepdim=True)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import torch
 from ..core import *
-from ..rotations import N_ROT_3D, N_ROT_2D, ROT_3D_CLASSES, rotate_3d_batch, rotate_2d_batch
+from ..rotations import n_rotations, rotate_batch
 from .core import Task, ClassifierHead, random_slices, register_task
 
 # %% auto #0
@@ -18,7 +18,7 @@ class Rotation(Task):
     presets = {'cpu': dict(crop=32, bs=8, width_mult=0.25, lr=3e-3),
                'paper': dict(crop=128, bs=8, width_mult=1.0, lr=1e-3)}
     def __init__(self, spatial_dims:int=3, copies:int=4):
-        n = N_ROT_3D if spatial_dims == 3 else N_ROT_2D
+        n = n_rotations(spatial_dims)
         if not 1 <= copies <= n: raise ValueError(f"copies must be between 1 and {n}, got {copies}")
         super().__init__(spatial_dims=spatial_dims, copies=copies, n_classes=n)
         self.name = 'rotation' if spatial_dims == 3 else 'rotation-2d'
@@ -28,8 +28,7 @@ class Rotation(Task):
         B, k = len(x), self.copies
         cls = torch.rand(B, self.n_classes, generator=generator, device=generator.device).argsort(1)[:, :k]  # k distinct per scan
         cls = cls.flatten().to(x.device)
-        rotate = rotate_3d_batch if self.spatial_dims == 3 else rotate_2d_batch
-        return (rotate(x.repeat_interleave(k, 0), cls)[:, None],), (cls,)
+        return (rotate_batch(x.repeat_interleave(k, 0), cls)[:, None],), (cls,)
 
     def head(self, encoder): return ClassifierHead(encoder.out_channels, self.n_classes)
 
