@@ -4,7 +4,6 @@
 
 # %% ../nbs/00_core.ipynb #4b738b2f
 from __future__ import annotations
-import os, random
 import numpy as np
 import torch
 import matplotlib.pyplot as plt

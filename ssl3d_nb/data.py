@@ -6,7 +6,6 @@
 from __future__ import annotations
 import json, random
 from pathlib import Path
-import numpy as np
 import torch
 from fastcore.basics import store_attr, merge, patch
 from fastcore.meta import delegates

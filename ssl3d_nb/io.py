@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_io.ipynb #c5a80458
 from __future__ import annotations
-import gzip, json, os, tempfile, zlib
+import json, os, tempfile, zlib
 from pathlib import Path
 import numpy as np
 import nibabel as nib
@@ -14,8 +14,8 @@ import torch
 from .core import *
 
 # %% auto #0
-__all__ = ['NIFTI_SUFFIXES', 'is_nifti', 'nifti_stem', 'load_volume', 'load_label', 'decathlon_info', 'load_decathlon',
-           'load_subject_folders', 'find_scans', 'save_volume']
+__all__ = ['NIFTI_SUFFIXES', 'is_nifti', 'nifti_stem', 'spacing_of', 'load_volume', 'load_label', 'decathlon_info',
+           'load_decathlon', 'load_subject_folders', 'find_scans', 'save_volume']
 
 # %% ../nbs/01_io.ipynb #0b3a8ece
 NIFTI_SUFFIXES = ('.nii', '.nii.gz')
@@ -89,6 +89,10 @@ def _load_one(path, nonfinite='raise'):
                          'original_affine': img.affine, 'dtype': str(img.get_data_dtype())}
 
 # %% ../nbs/01_io.ipynb #0cf4da76
+def spacing_of(affine)->tuple:
+    "Voxel size (mm) along each array axis, from the affine."
+    return tuple(float(s) for s in nib.affines.voxel_sizes(np.asarray(affine)))
+
 def _same_grid(p0, a0, p1, a1, what='image'):
     if a0.shape[:3] != a1.shape[:3]:
         raise DataError(f"{p1}: {what} shape {a1.shape[:3]} differs from {p0}'s {a0.shape[:3]}")
@@ -116,7 +120,7 @@ def load_volume(
         arrs.append(a); infos.append(info)
     x = np.concatenate(arrs, axis=-1).astype(np.float32, copy=False)
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))
-    meta = {'spacing': tuple(float(s) for s in nib.affines.voxel_sizes(aff)), 'affine': aff,
+    meta = {'spacing': spacing_of(aff), 'affine': aff,
             'shape': tuple(x.shape[1:]), 'paths': [Path(p) for p in paths],
             'original_orientation': infos[0]['original_orientation'], 'original_affine': infos[0]['original_affine'],
             'dtype': infos[0]['dtype']}
@@ -144,7 +148,7 @@ def load_label(
     if labels is not None:
         extra = sorted(set(torch.unique(y).tolist()) - {int(l) for l in labels})
         if extra: raise DataError(f"{p}: label values {extra} are not among the dataset's labels {sorted(int(l) for l in labels)}")
-    return y, {'spacing': tuple(float(s) for s in nib.affines.voxel_sizes(affine)), 'affine': affine,
+    return y, {'spacing': spacing_of(affine), 'affine': affine,
                'shape': tuple(y.shape), 'paths': [p], 'original_orientation': info['original_orientation']}
 
 # %% ../nbs/01_io.ipynb #aca943ca

@@ -4,7 +4,6 @@
 
 # %% ../nbs/08_models.ipynb #a5b187a3
 from __future__ import annotations
-import math
 from pathlib import Path
 import torch
 import torch.nn as nn

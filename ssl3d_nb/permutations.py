@@ -4,9 +4,8 @@
 
 # %% ../nbs/05_permutations.ipynb #c9e842d3
 from __future__ import annotations
-import itertools, math, os, tempfile
+import itertools, os, tempfile
 from pathlib import Path
-import numpy as np
 import torch
 from .core import *
 from .external import data_home

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, asdict
 from fastcore.basics import patch
 import numpy as np
-import nibabel as nib
 import torch
 import torch.nn.functional as F
 from .core import *
+from .io import spacing_of
 
 # %% auto #0
 __all__ = ['foreground_bbox', 'crop_foreground', 'resize', 'resample', 'pad_to', 'pad_to_multiple', 'minmax', 'meanmax', 'zscore',
@@ -158,8 +158,6 @@ def _shift(affine, start):
     a = np.array(affine, dtype=float); a[:3, 3] = a[:3, 3] + a[:3, :3] @ np.asarray(start, float)
     return a
 
-def _spacing(aff)->tuple: return tuple(float(s) for s in nib.affines.voxel_sizes(np.asarray(aff)))
-
 def _rescale(affine, old, new):
     "Affine after resizing `old` to `new` voxels per axis, voxel centres scaled (align_corners=False)."
     s = np.asarray(old, float) / np.asarray(new, float)
@@ -200,7 +198,7 @@ def __call__(self:Preprocess, x, meta:dict, label=None)->tuple:
         aff = _shift(aff, [s.start for s in bb])
     if self.spacing is not None or self.size is not None:
         old = x.shape[1:]
-        if self.spacing is not None: x, _ = resample(x, _spacing(aff), self.spacing)
+        if self.spacing is not None: x, _ = resample(x, spacing_of(aff), self.spacing)
         if self.size is not None: x = resize(x, _tuple(self.size, nd))
         if label is not None: label = resize(label, x.shape[1:])
         aff = _rescale(aff, old, x.shape[1:])
@@ -213,5 +211,5 @@ def __call__(self:Preprocess, x, meta:dict, label=None)->tuple:
         aff = _shift(aff, [-b for b, _ in _pad_widths(x.shape[1:], target)])
         x = pad_to(x, target, value='min')
         if label is not None: label = pad_to(label, target)
-    meta.update(affine=aff, spacing=_spacing(aff), shape=tuple(x.shape[1:]))
+    meta.update(affine=aff, spacing=spacing_of(aff), shape=tuple(x.shape[1:]))
     return x, meta, label

@@ -4,7 +4,6 @@
 
 # %% ../nbs/06_rotations.ipynb #a4e64a60
 from __future__ import annotations
-import itertools
 import numpy as np
 import torch
 from .core import *
