@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['TASKS', 'Task', 'register_task', 'get_task', 'pretrain_learner', 'save_pretrained']
 
-# %% ../../nbs/19_tasks.ipynb #ddc7541c
+# %% ../../nbs/19_tasks.ipynb #86026bfc
 from .core import *
 from .core import TASKS, Task, register_task, get_task, pretrain_learner, save_pretrained
-from . import rotation, exemplar
+from . import rotation, exemplar, jigsaw, rpl, rubik, cpc
 
-# %% ../../nbs/19_tasks.ipynb #749220ac
+# %% ../../nbs/19_tasks.ipynb #83c46703
 _all_ = ['TASKS', 'Task', 'register_task', 'get_task', 'pretrain_learner', 'save_pretrained']
