@@ -76,8 +76,6 @@ class ResUNetEncoder(nn.Module):
 
     @property
     def out_channels(self)->int: return self.widths[-1]
-    @property
-    def divisor(self)->int: return 2 ** (len(self.widths) - 1)
 
     def forward(self, x)->list:
         feats = []

@@ -6,15 +6,13 @@
 from __future__ import annotations
 import torch
 from ..core import *
-from ..grids import grid_extent, jittered_grid, pick_cells, gather_cells
-from ..permutations import hamming_permutations
-from .core import Task, ClassifierHead, random_slices, register_task
+from .core import GridTask, ClassifierHead, random_slices, register_task
 
 # %% auto #0
 __all__ = ['Jigsaw']
 
 # %% ../../nbs/12_tasks.jigsaw.ipynb #198299a1
-class Jigsaw(Task):
+class Jigsaw(GridTask):
     "Shuffle a grid of jittered cells by one of `n_perms` Hamming-distant permutations and predict which one."
     presets = {'cpu': dict(crop=48, bs=8, width_mult=0.25, lr=1e-3),
                'paper': dict(crop=128, bs=8, width_mult=1.0, lr=1e-3)}
@@ -33,22 +31,11 @@ class Jigsaw(Task):
 
     @property
     def n_cells(self)->int: return self.grid ** self.spatial_dims
-    @property
-    def perms(self)->torch.Tensor:
-        "The `(n_perms, n_cells)` permutations; row p puts cell `perms[p, k]` at position k."
-        if getattr(self, '_perms', None) is None:
-            self._perms = hamming_permutations(self.n_cells, self.n_perms, self.seed, self.criterion)
-        return self._perms
-
-    def min_size(self): return grid_extent(self.grid, self.min_cell, self.gap, self.jitter, self.spatial_dims)
 
     def make(self, x, generator, train=True):
         if self.spatial_dims == 2: x = random_slices(x, generator)
-        B = len(x)
-        starts, cell = jittered_grid(x.shape[2:], self.grid, self.gap, self.jitter, self.min_cell, B, generator, x.device)
-        idx = torch.randint(0, self.n_perms, (B,), generator=generator, device=generator.device).to(x.device)
-        order = self.perms.to(x.device)[idx]                                          # (B, n): cell shown at each position
-        return (gather_cells(x, pick_cells(starts, order), cell),), (idx,)            # permute the starts, gather once
+        cells, idx = self.shuffled_cells(x, generator)                                # permute the starts, gather once
+        return (cells,), (idx,)
 
     def head(self, encoder): return ClassifierHead(self.n_cells * encoder.out_channels, self.n_perms)
 

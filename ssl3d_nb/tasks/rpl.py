@@ -6,14 +6,14 @@
 from __future__ import annotations
 import torch
 from ..core import *
-from ..grids import grid_extent, jittered_grid, pick_cells, gather_cells
-from .core import Task, ClassifierHead, random_slices, register_task
+from ..grids import pick_cells, gather_cells
+from .core import GridTask, ClassifierHead, random_slices, register_task
 
 # %% auto #0
 __all__ = ['RPL']
 
 # %% ../../nbs/13_tasks.rpl.ipynb #41a1b1ab
-class RPL(Task):
+class RPL(GridTask):
     "Relative patch location: classify the position of a query cell relative to the centre cell of a grid."
     presets = {'cpu': dict(crop=48, bs=8, width_mult=0.25, lr=1e-3),
                'paper': dict(crop=128, bs=8, width_mult=1.0, lr=1e-3)}
@@ -32,13 +32,10 @@ class RPL(Task):
     @property
     def n_classes(self)->int: return self.grid ** self.spatial_dims - 1    # 26 in 3D, 8 in 2D
 
-    def min_size(self): return grid_extent(self.grid, self.min_cell, self.gap, self.jitter, self.spatial_dims)
-
     def make(self, x, generator, train=True):
         if self.spatial_dims == 2: x = random_slices(x, generator)
-        B = len(x)
-        starts, cell = jittered_grid(x.shape[2:], self.grid, self.gap, self.jitter, self.min_cell, B, generator, x.device)
-        cls = torch.randint(0, self.n_classes, (B,), generator=generator, device=generator.device).to(x.device)
+        starts, cell = self.cells(x, generator)
+        cls = torch.randint(0, self.n_classes, (len(x),), generator=generator, device=generator.device).to(x.device)
         query = cls + (cls >= self.centre).long()                                   # class k = k-th cell, skipping the centre
         pair = torch.stack([torch.full_like(query, self.centre), query], 1)         # (B, 2): centre, query
         return (gather_cells(x, pick_cells(starts, pair), cell),), (cls,)

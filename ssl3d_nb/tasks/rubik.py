@@ -7,12 +7,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from ..core import *
-from ..grids import grid_extent, jittered_grid, pick_cells, gather_cells
-from ..permutations import hamming_permutations
 from ..rotations import rubik_turn
 from ..losses import rubik_loss
 from ..models import VGG3d
-from .core import Task, register_task
+from .core import GridTask, register_task
 
 # %% auto #0
 __all__ = ['RubikHead', 'Rubik', 'ordering_accuracy', 'orientation_accuracy']
@@ -30,7 +28,7 @@ class RubikHead(nn.Module):
         return (self.order(h), self.turn(h)) if self.turn is not None else self.order(h)
 
 # %% ../../nbs/14_tasks.rubik.ipynb #29b17375
-class Rubik(Task):
+class Rubik(GridTask):
     "Zhuang et al.'s Rubik's cube: recover the permutation of 2×2×2 cubes and (unless `turns=False`) their 180° turns."
     presets = {'cpu': dict(crop=48, bs=8, width_mult=0.25, lr=1e-3, norm='meanmax'),
                'paper': dict(crop=142, bs=8, width_mult=1.0, lr=1e-3, norm='meanmax')}
@@ -42,24 +40,15 @@ class Rubik(Task):
                  alpha:float=0.5, beta:float=0.5,   # loss weights of ordering and turns
                  seed:int=0,             # seed of the permutation set
                  min_cell:int=16):       # smallest cube (VGG3d pools 4 times)
-        super().__init__(turns=turns, n_perms=n_perms, gap=gap, jitter=jitter, alpha=alpha, beta=beta if turns else 0.0,
+        super().__init__(turns=turns, grid=2, n_perms=n_perms, gap=gap, jitter=jitter, alpha=alpha, beta=beta if turns else 0.0,
                          seed=seed, min_cell=min_cell)
         self.name = 'rubik' if turns else 'rubik-order'
 
-    @property
-    def perms(self)->torch.Tensor:
-        if getattr(self, '_perms', None) is None: self._perms = hamming_permutations(8, self.n_perms, self.seed)
-        return self._perms
-
-    def min_size(self): return grid_extent(2, self.min_cell, self.gap, self.jitter)
     def encoder(self, in_channels=1, width_mult=0.25): return VGG3d(in_channels, width_mult=width_mult)
 
     def make(self, x, generator, train=True):
         B = len(x)
-        starts, cell = jittered_grid(x.shape[2:], 2, self.gap, self.jitter, self.min_cell, B, generator, x.device)
-        idx = torch.randint(0, self.n_perms, (B,), generator=generator, device=generator.device).to(x.device)
-        order = self.perms.to(x.device)[idx]
-        cubes = gather_cells(x, pick_cells(starts, order), cell)                  # (B, 8, C, *cell), shuffled
+        cubes, idx = self.shuffled_cells(x, generator)                            # (B, 8, C, *cell), shuffled
         if not self.turns: return (cubes,), (idx,)
         turn = (torch.rand(B, 8, 2, generator=generator, device=generator.device) < 0.5).to(x.device)
         rubik_turn(cubes.flatten(0, 1), turn[..., 0].flatten(), turn[..., 1].flatten(), inplace=True)   # a view: turns `cubes`
