@@ -34,14 +34,14 @@ def site(tmp_path_factory):
     r = subprocess.run([str(BIN/'python'), '-c', code], cwd=tmp, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"nbdev's notebook processing failed:\n{r.stderr[-5000:]}"
     # Quarto hides cells marked `#| echo: false` (nbdev marks the show_doc cells so); tell nbconvert the same.
-    for nb in (tmp/'_proc').glob('*.ipynb'):
+    for nb in (tmp/'_proc').rglob('*.ipynb'):
         d = json.loads(nb.read_text())
         for c in d['cells']:
             if re.search(r'^#\|\s*echo:\s*false', ''.join(c['source']), re.M): c['metadata'].setdefault('tags', []).append('remove_input')
         nb.write_text(json.dumps(d))
     r = subprocess.run([str(BIN/'jupyter'), 'nbconvert', '--to', 'html', '--output-dir', str(tmp/'html'),
                         '--TagRemovePreprocessor.enabled=True', '--TagRemovePreprocessor.remove_input_tags=remove_input',
-                        *map(str, sorted((tmp/'_proc').glob('*.ipynb')))], capture_output=True, text=True, timeout=600)
+                        *map(str, sorted((tmp/'_proc').rglob('*.ipynb')))], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"nbconvert failed:\n{r.stderr[-5000:]}"
     return tmp
 
@@ -85,6 +85,16 @@ def test_pages_hold_figures(site, nb):
     html = (site/'html'/f'{nb}.html').read_text()
     assert re.search(r'<img [^>]*src="data:image/png;base64,', html), f"{nb}.html shows no figure"
     assert 'show_doc(' not in re.sub(r'<[^>]+>', '', html), f"{nb}.html shows show_doc source that Quarto would hide"
+
+
+REPRODUCTIONS = sorted(p.stem for p in (ROOT/'nbs/reproductions').glob('*.ipynb'))
+
+@pytest.mark.parametrize('nb', REPRODUCTIONS)
+def test_reproduction_pages_hold_results(site, nb):
+    "A reproduction shows its measured figures and tables (its slow cells' outputs are kept)."
+    html = (site/'html'/f'{nb}.html').read_text()
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', html)) >= 2, f"{nb}.html shows fewer than two figures"
+    assert '<table' in html, f"{nb}.html shows no table"
 
 
 def test_index_page(site):

@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['TASKS', 'Task', 'register_task', 'get_task', 'pretrain_learner', 'save_pretrained']
 
-# %% ../../nbs/19_tasks.ipynb #86026bfc
+# %% ../../nbs/19_tasks.ipynb #f214438e
 from .core import *
 from .core import TASKS, Task, register_task, get_task, pretrain_learner, save_pretrained
-from . import rotation, exemplar, jigsaw, rpl, rubik, cpc
+from . import rotation, exemplar, jigsaw, rpl, rubik, cpc, context
 
-# %% ../../nbs/19_tasks.ipynb #83c46703
+# %% ../../nbs/19_tasks.ipynb #25c71b79
 _all_ = ['TASKS', 'Task', 'register_task', 'get_task', 'pretrain_learner', 'save_pretrained']

@@ -53,6 +53,9 @@ class Task:
     def loss(self, pred, *targets)->torch.Tensor: return F.cross_entropy(pred, targets[0])
     @property
     def metrics(self)->list: return [accuracy]
+    def callbacks(self)->list:
+        "Callbacks the task needs during training (e.g. a schedule of its sampling), added by `pretrain_learner`."
+        return []
     def config(self)->dict:
         "The task's settings, to store next to a pretrained encoder."
         return {k: v for k, v in vars(self).items() if not k.startswith('_')}
@@ -187,7 +190,7 @@ def pretrain_learner(
     model = task.model(encoder)
     splitter = lambda m: [list(m.encoder.parameters()), [p for n, p in m.named_parameters() if not n.startswith(('encoder.', 'siamese.'))]]
     learn = Learner(dls, model, loss_func=task.loss, metrics=task.metrics, splitter=splitter,
-                    cbs=[TaskSamples(task, seed)] + listify(cbs), **kwargs)
+                    cbs=[TaskSamples(task, seed)] + task.callbacks() + listify(cbs), **kwargs)
     learn.task, learn.encoder = task, encoder
     return learn
 
