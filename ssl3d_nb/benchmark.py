@@ -14,6 +14,7 @@ from .rotations import ROT_3D_CLASSES
 from .preprocess import minmax, resize
 from .io import load_volume
 from .tasks import get_task
+from .tasks.context import in_plane_axes
 
 # %% auto #0
 __all__ = ['NP_BASELINES', 'COPY_TASKS', 'np_jigsaw', 'np_rpl', 'np_rubik', 'np_rotation', 'np_exemplar', 'np_cpc', 'np_planar',
@@ -121,7 +122,7 @@ def np_planar(x, task, rng):
         anchor = rng.uniform(-task.anchor, task.anchor, 3)
         pairs = []
         for a in range(3):
-            b, c = [i for i in range(3) if i != a]
+            b, c = in_plane_axes(a)
             off = np.zeros((3, task.n_slices, task.size, task.size))
             off[a], off[b], off[c] = dep[:, None, None], lin[None, :, None], lin[None, None, :]
             second = anchor.copy()

@@ -88,10 +88,13 @@ class GridTask(Task):
         return jittered_grid(x.shape[2:], self.grid, self.gap, self.jitter, self.min_cell, len(x), generator, x.device)
 
     @property
+    def n_cells(self)->int: return self.grid ** self.spatial_dims
+
+    @property
     def perms(self)->torch.Tensor:
         "The `(n_perms, n_cells)` permutations; row p puts cell `perms[p, k]` at position k."
         if getattr(self, '_perms', None) is None:
-            self._perms = hamming_permutations(self.grid ** self.spatial_dims, self.n_perms, self.seed, self.criterion)
+            self._perms = hamming_permutations(self.n_cells, self.n_perms, self.seed, self.criterion)
         return self._perms
 
     def shuffled_cells(self, x, generator)->tuple:

@@ -29,9 +29,6 @@ class Jigsaw(GridTask):
                          criterion=criterion, seed=seed, min_cell=min_cell)
         self.name = 'jigsaw' if spatial_dims == 3 else 'jigsaw-2d'
 
-    @property
-    def n_cells(self)->int: return self.grid ** self.spatial_dims
-
     def make(self, x, generator, train=True):
         if self.spatial_dims == 2: x = random_slices(x, generator)
         cells, idx = self.shuffled_cells(x, generator)                                # permute the starts, gather once

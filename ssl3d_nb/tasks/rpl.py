@@ -28,9 +28,9 @@ class RPL(GridTask):
         self.name = 'rpl' if spatial_dims == 3 else 'rpl-2d'
 
     @property
-    def centre(self)->int: return self.grid ** self.spatial_dims // 2      # row-major index of the centre cell
+    def centre(self)->int: return self.n_cells // 2      # row-major index of the centre cell
     @property
-    def n_classes(self)->int: return self.grid ** self.spatial_dims - 1    # 26 in 3D, 8 in 2D
+    def n_classes(self)->int: return self.n_cells - 1    # 26 in 3D, 8 in 2D
 
     def make(self, x, generator, train=True):
         if self.spatial_dims == 2: x = random_slices(x, generator)
