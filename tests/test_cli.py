@@ -3,7 +3,7 @@
 Every bad input is a real scan spoiled in one way. For each: exit status 2, a single line on
 stderr that names the file and the problem, no traceback — and the user's files unchanged.
 """
-import gzip, hashlib, json, shutil, subprocess
+import gzip, hashlib, json, shutil, subprocess, time
 from pathlib import Path
 import nibabel as nib
 import numpy as np
@@ -127,3 +127,43 @@ def test_output_never_overwritten(tmp_path):
     assert r.returncode == 2 and 'exists; pass --force' in r.stderr and out.read_text() == 'mine'
     r = ssl3d('info', SAMPLE, '--out', out, '--force')
     assert r.returncode == 0 and out.read_text().startswith('dataset,scan,channels')
+
+
+PRETRAIN = ['pretrain', '--task', 'rpl', '--data', ROOT/'data_samples/brains', '--epochs', '4', '--steps', '6', '--bs', '2', '--size', '48']
+
+
+def test_pretrain_killed_mid_run_resumes_to_the_same_encoder(tmp_path):
+    "Kill a real `ssl3d pretrain` process after its second checkpoint; `--resume` must end where the unbroken run ends."
+    import torch
+    whole = ssl3d(*PRETRAIN, '--out', tmp_path/'whole')
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path/'killed'
+    p = subprocess.Popen([str(BIN/'ssl3d'), *map(str, PRETRAIN), '--out', str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ck, t0, epoch = out/'checkpoint.pth', time.time(), -1
+    while epoch < 1 and p.poll() is None and time.time() - t0 < 240:
+        time.sleep(0.1)
+        if ck.exists(): epoch = torch.load(ck, weights_only=False)['epoch']
+    assert p.poll() is None, f"the run ended before it could be killed: {p.stderr.read().decode()[-500:]}"
+    p.kill(); p.wait()
+    assert epoch == 1 and not (out/'encoder.pth').exists()
+    r = ssl3d(*PRETRAIN, '--out', out, '--resume')
+    assert r.returncode == 0, r.stderr
+    a, b = (torch.load(d/'encoder.pth', weights_only=False)['state_dict'] for d in (tmp_path/'whole', out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (out/'history.csv').read_text() == (tmp_path/'whole/history.csv').read_text()
+    assert json.loads((out/'config.json').read_text())['epochs'] == 4
+
+
+def test_pretrain_refuses_a_used_folder_and_a_changed_resume(tmp_path):
+    out = tmp_path/'run'; out.mkdir(); (out/'notes.txt').write_text('mine')
+    r = ssl3d(*PRETRAIN[:-4], '--epochs', '1', '--steps', '2', '--bs', '2', '--size', '48', '--out', out)
+    assert r.returncode == 0, r.stderr
+    r = ssl3d(*PRETRAIN, '--out', out)
+    assert r.returncode == 2 and 'holds encoder.pth' in r.stderr and '--resume' in r.stderr and len(r.stderr.splitlines()) == 1
+    r = ssl3d(*PRETRAIN, '--out', out, '--resume')
+    assert r.returncode == 2 and 'these differ: epochs 1 → 4' in r.stderr
+    r = ssl3d('pretrain', '--task', 'nope', '--data', ROOT/'data_samples/brains', '--out', tmp_path/'x')
+    assert r.returncode == 2 and "unknown task 'nope'" in r.stderr
+    r = ssl3d('pretrain', '--task', 'rpl', '--out', tmp_path/'x')
+    assert r.returncode == 2 and '--data is required' in r.stderr
+    assert (out/'notes.txt').read_text() == 'mine'
