@@ -167,3 +167,28 @@ def test_pretrain_refuses_a_used_folder_and_a_changed_resume(tmp_path):
     r = ssl3d('pretrain', '--task', 'rpl', '--out', tmp_path/'x')
     assert r.returncode == 2 and '--data is required' in r.stderr
     assert (out/'notes.txt').read_text() == 'mine'
+
+
+def test_finetune_and_evaluate_on_hippocampus(hippocampus, tmp_path):
+    "Scratch fine-tuning on one subject of a six-subject Decathlon folder, then evaluate on the held-out three."
+    small = tmp_path/'hippo6'
+    for d in ('imagesTr', 'labelsTr'): (small/d).mkdir(parents=True)
+    meta = json.loads((hippocampus/'dataset.json').read_text())
+    meta['training'] = meta['training'][:6]
+    for e in meta['training']:
+        for k in ('image', 'label'): (small/e[k]).symlink_to((hippocampus/e[k]).resolve())
+    (small/'dataset.json').write_text(json.dumps(meta))
+    r = ssl3d('finetune', '--data', small, '--out', tmp_path/'ft', '--labeled', '1', '--valid', '2', '--epochs', '2', '--steps', '3', '--warmup', '1')
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path/'ft/config.json').read_text())
+    assert len(cfg['train_subjects']) == 1 and len(cfg['valid_subjects']) == 2 and cfg['encoder'] is None
+    r = ssl3d('evaluate', '--model', tmp_path/'ft/model.pth', '--data', small, '--out', tmp_path/'eval.json')
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path/'eval.json').read_text())
+    assert res['n_scans'] == 3 and set(res['excluded_subjects']) == set(cfg['train_subjects'] + cfg['valid_subjects'])
+    assert 0 <= res['mean_dice'] <= 1 and set(res['dice']) == {'Anterior', 'Posterior'}
+    assert {s['scan'] for s in res['subjects']}.isdisjoint(cfg['train_subjects'] + cfg['valid_subjects'])
+    r = ssl3d('evaluate', '--model', tmp_path/'ft/model.pth', '--data', small, '--out', tmp_path/'eval.json')
+    assert r.returncode == 2 and 'eval.json: exists; pass --force' in r.stderr
+    r = ssl3d('finetune', '--data', small, '--out', tmp_path/'ft2', '--labeled', '1', '--valid', '6')
+    assert r.returncode == 2 and '--valid 6 leaves none to train on' in r.stderr
