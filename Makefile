@@ -19,7 +19,7 @@ $(STAMP): settings.ini setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ssl3d info data_samples/
+	$(VENV)/bin/ssl3d demo --out demo_run --force
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest tests/ -ra --durations=15
