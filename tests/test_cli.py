@@ -193,16 +193,3 @@ def test_finetune_and_evaluate_on_hippocampus(hippocampus, tmp_path):
     r = ssl3d('finetune', '--data', small, '--out', tmp_path/'ft2', '--labeled', '1', '--valid', '6')
     assert r.returncode == 2 and '--valid 6 leaves none to train on' in r.stderr
 
-
-def test_demo_runs_the_whole_workflow_on_data_samples(tmp_path):
-    "The README's main job, shortened: pretrain, fine-tune and scratch, the comparison printed; a second run is refused."
-    before = digests(ROOT/'data_samples')
-    args = ('demo', '--out', tmp_path/'demo', '--epochs', '1', '--steps', '4', '--finetune_epochs', '2')
-    r = ssl3d(*args)
-    assert r.returncode == 0, r.stderr
-    assert 'Dice on colin27_right' in r.stdout and 'with rpl pretraining' in r.stdout and 'from scratch' in r.stdout
-    assert sorted(p.name for p in (tmp_path/'demo').iterdir()) == ['checkpoint.pth', 'config.json', 'encoder.pth', 'history.csv', 'results.csv']
-    assert (tmp_path/'demo/results.csv').read_text().count('\n') == 3
-    r = ssl3d(*args)
-    assert r.returncode == 2 and 'holds encoder.pth' in r.stderr and r.stderr.endswith('pass --force to start over\n')
-    assert digests(ROOT/'data_samples') == before
