@@ -17,6 +17,8 @@ from .data import *
 __all__ = ['COMMANDS', 'info', 'prepare_out', 'pretrain', 'finetune', 'evaluate', 'demo', 'benchmark', 'main']
 
 # %% ../nbs/90_cli.ipynb #903c54f3
+def _norm(norm:str): return None if norm == 'none' else norm      # the flag's 'none' is `Preprocess`'s None
+
 @call_parse
 def info(
     path:str,                 # a Decathlon folder, a folder of NIfTI files, or one file
@@ -30,7 +32,7 @@ def info(
     if out and Path(out).exists() and not force: raise FileExistsError(f"{out}: exists; pass --force to replace it")
     t0 = time.time()
     items = find_scans(path)
-    pre = Preprocess(crop_foreground=crop, spacing=spacing, norm=None if norm == 'none' else norm)
+    pre = Preprocess(crop_foreground=crop, spacing=spacing, norm=_norm(norm))
     df = scan_table(items, pre)
     import pandas as pd
     with pd.option_context('display.width', 250, 'display.max_columns', None, 'display.max_colwidth', 80):
@@ -101,7 +103,7 @@ def pretrain(
     t0 = time.time()
     print(f"pretraining {task} on {len(items)} scans from {data}: {epochs} epochs × {steps} steps of {config['bs']} crops of {config['size']}³")
     enc = pretrain_encoder(task, items, out/'encoder.pth', steps=epochs * steps, steps_per_epoch=steps, seed=seed,
-                           pre=Preprocess(norm=None if norm == 'none' else norm), bs=config['bs'], crop=config['size'],
+                           pre=Preprocess(norm=_norm(norm)), bs=config['bs'], crop=config['size'],
                            lr=config['lr'], width_mult=config['width'], checkpoint=out/'checkpoint.pth', resume=resume, progress=True)
     import pandas as pd
     hist = pd.DataFrame(load_encoder(enc)[1]['history']); hist.insert(0, 'epoch', range(len(hist)))
@@ -154,7 +156,7 @@ def finetune(
                   train_subjects=sorted({subject_of(items[i]) for i in tr}), valid_subjects=sorted({subject_of(items[i]) for i in va}),
                   version=ssl3d_nb.__version__)
     out = prepare_out(out, ['model.pth'], config, resume, force)
-    pre = Preprocess(norm=None if norm == 'none' else norm)
+    pre = Preprocess(norm=_norm(norm))
     scans = load_scans([items[i] for i in tr + va], pre)
     train, val = scans[:len(tr)], scans[len(tr):]
     print(f"{'fine-tuning ' + Path(encoder).name if encoder else 'training from scratch'} on {len(tr)} scans of "

@@ -40,6 +40,12 @@ def unlabeled(items:list)->list:
     return [{k: v for k, v in it.items() if k != 'label'} for it in items]
 
 # %% ../nbs/24_experiments.ipynb #0fa9307d
+def _shown(learn, progress:bool):
+    "fastai's progress bar and per-epoch table if `progress`, neither otherwise."
+    st = contextlib.ExitStack()
+    if not progress: st.enter_context(learn.no_bar()); st.enter_context(learn.no_logging())
+    return st
+
 def pretrain_encoder(
     task:str,                  # a name in `TASKS`
     items:list,                # scans to pretrain on (labels are stripped here)
@@ -71,8 +77,7 @@ def pretrain_encoder(
     cbs = [Checkpoint(checkpoint, resume)] if checkpoint else []
     learn = pretrain_learner(t, dls, encoder=encoder, seed=seed, width_mult=p['width_mult'], cbs=cbs)
     start = time.time()
-    with (contextlib.nullcontext() if progress else learn.no_bar()), (contextlib.nullcontext() if progress else learn.no_logging()):
-        learn.fit_one_cycle(max(1, steps // steps_per_epoch), p['lr'])
+    with _shown(learn, progress): learn.fit_one_cycle(max(1, steps // steps_per_epoch), p['lr'])
     hist = [dict(zip(learn.recorder.metric_names[1:-1], v)) for v in learn.recorder.values]
     return save_pretrained(learn, path, preprocess=pre, steps=len(hist) * steps_per_epoch, seconds=round(time.time() - start, 1),
                            history=hist, seed=seed, n_scans=len(its), settings=p)
@@ -112,8 +117,7 @@ def finetune_run(
     if checkpoint: cbs.append(Checkpoint(checkpoint, resume))
     learn = finetune_learner(dls, n_classes, encoder=encoder, decoder=decoder, arch=arch, class_names=class_names, cbs=cbs)
     start = time.time()
-    with (contextlib.nullcontext() if progress else learn.no_bar()), (contextlib.nullcontext() if progress else learn.no_logging()):
-        fit_finetune(learn, max(1, steps // steps_per_epoch), lr, warmup=warmup, mode=mode, lr_mult=lr_mult)
+    with _shown(learn, progress): fit_finetune(learn, max(1, steps // steps_per_epoch), lr, warmup=warmup, mode=mode, lr_mult=lr_mult)
     seconds = time.time() - start
     hist = learn.cbs.filter(lambda c: isinstance(c, History))[0].df()
     best = learn.cbs.filter(lambda c: isinstance(c, KeepBest))[0].best_epoch

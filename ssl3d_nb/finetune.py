@@ -269,8 +269,7 @@ def fit_finetune(
     if not getattr(learn, 'pretrained', True): mode = 'unfrozen'      # nothing to protect in a random encoder
     warmup = min(warmup, epochs) if mode == 'warmup' else (epochs if mode == 'frozen' else 0)
     ck = next(iter(learn.cbs.filter(lambda c: isinstance(c, Checkpoint))), None)
-    if ck is not None and ck.completed('frozen'): warmup_done = True   # resumed after the warm-up: its state is in the checkpoint
-    else: warmup_done = False
+    warmup_done = ck is not None and ck.completed('frozen')          # resumed after the warm-up: its state is in the checkpoint
     if warmup and not warmup_done:
         learn.model.zero_grad(set_to_none=True)   # fastai's optimizer decays every parameter that *has* a gradient, frozen or not
         learn.freeze(); learn.phase = 'frozen'
