@@ -6,9 +6,7 @@
 """
 import json, sys
 from pathlib import Path
-import torch, torch.distributed as dist
 from fastai.callback.core import Callback
-from fastai.torch_core import rank_distrib
 from ssl3d_nb.cli import pretrain
 from ssl3d_nb.data import ScanDL, scan_dls
 from ssl3d_nb.io import find_scans
