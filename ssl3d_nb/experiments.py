@@ -106,6 +106,7 @@ def finetune_run(
     flip_axes=(0,),            # axes that may be mirrored (left–right for the hippocampus)
     seed:int=0,
     class_names=None,
+    regions:bool=False,        # also score the BraTS regions WT/TC/ET (`dice_WT`, …)
     spatial_dims:int=None,     # 2: a 2D model on axial slices (default: the encoder file's, else 3)
     checkpoint=None,           # write a `Checkpoint` here after every epoch
     resume:bool=False,         # continue from `checkpoint` if it exists
@@ -133,7 +134,7 @@ def finetune_run(
     if save and is_main(): save_model(learn.model, save, **(meta or {}), history=hist.to_dict('records'), best_epoch=best, class_names=class_names)
     row = {'best_epoch': best, 'seconds': round(seconds, 1)}
     if test:
-        res = evaluate(learn.model, test, n_classes, class_names)
+        res = evaluate(learn.model, test, n_classes, class_names, regions=regions)
         row = {'mean_dice': res['mean_dice'].mean(), **{c: res[c].mean() for c in res.columns if c.startswith('dice_')}, 'miou': res['miou'].mean(), **row}
     barrier()
     return row, hist
