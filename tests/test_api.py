@@ -148,9 +148,10 @@ def test_transfer_api(tmp_path):
         assert learn.pretrained and learn.model.encoder.in_channels == 2
         with learn.no_bar(), learn.no_logging(): finetune.fit_finetune(learn, epochs=2, warmup=1)
         res = finetune.evaluate(learn.model, scans[2:])
-        assert list(res.columns) == ['scan', 'dice_1', 'dice_2', 'mean_dice'] and len(res) == 1
+        assert list(res.columns) == ['scan', 'dice_1', 'dice_2', 'mean_dice', 'miou'] and len(res) == 1
         pred = finetune.segment(learn.model, scans[2].x)
         assert abs(res.loc[0, 'mean_dice'] - float(metrics.dice(pred, scans[2].label, 3).nanmean())) < 1e-6
+        assert abs(res.loc[0, 'miou'] - float(metrics.iou(pred, scans[2].label, 3).nanmean())) < 1e-6
     p = finetune.save_model(learn.model, tmp_path/'model.pth')
     with pytest.raises(FileExistsError): finetune.save_model(learn.model, p)
     m2, meta = finetune.load_model(p)
