@@ -27,7 +27,7 @@ def foreground_bbox(
 )->tuple:                 # one `slice` per spatial axis
     "Bounding box of the foreground of `x`, as slices."
     if mask is not None: fg = torch.as_tensor(mask) > 0
-    else: fg = (x > (x.flatten(1).min(1).values.view(-1, *[1] * (x.ndim - 1)) if threshold is None else threshold)).any(0)
+    else: fg = (x > (x.amin(tuple(range(1, x.ndim)), keepdim=True) if threshold is None else threshold)).any(0)
     if not fg.any(): raise ValueError(f"no foreground: no voxel {'in the mask' if mask is not None else 'above the threshold'}")
     idx = fg.nonzero()
     lo, hi = (idx.min(0).values - margin).clamp(min=0), idx.max(0).values + 1 + margin
