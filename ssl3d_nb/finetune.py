@@ -26,7 +26,7 @@ from .models import (ResUNetEncoder, VGG3d, PlanarEncoder, D3DCNN, UNetDecoder, 
                              build_encoder, load_encoder, check_divisible, write_checkpoint, read_checkpoint)
 from .preprocess import pad_to, pad_to_multiple
 from .losses import DiceCELoss
-from .metrics import seg_metrics, dice, region_dice, BRATS_REGIONS, confusion_matrix, _scores
+from .metrics import seg_metrics, dice, region_dice, BRATS_REGIONS, confusion_matrix, cm_scores
 from .data import ScanDL
 from .checkpoint import Checkpoint
 from .parallel import ChannelsLast3d, speedups, unwrap
@@ -339,7 +339,7 @@ def evaluate(
         if s.label is None: raise DataError(f"{s.meta['paths'][0]}: has no label map to evaluate against")
         pred = segment(model, s.x, **kwargs)
         cm = confusion_matrix(pred, s.label, n_classes)
-        d, j = _scores(cm, 'dice'), _scores(cm, 'iou')
+        d, j = cm_scores(cm, 'dice'), cm_scores(cm, 'iou')
         row = {'scan': s.id, **{f'dice_{n}': float(v) for n, v in zip(names, d)}, 'mean_dice': float(d.nanmean()), 'miou': float(j.nanmean())}
         if regions: row.update({f'dice_{k}': float(v) for k, v in zip(BRATS_REGIONS, region_dice(pred, s.label))})
         rows.append(row)

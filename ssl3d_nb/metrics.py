@@ -9,8 +9,8 @@ from .core import *
 from fastai.metrics import Metric, AccumMetric
 
 # %% auto #0
-__all__ = ['BRATS_REGIONS', 'confusion_matrix', 'dice', 'iou', 'brats_regions', 'region_dice', 'quadratic_kappa', 'SegMetric',
-           'seg_metrics', 'kappa_metric']
+__all__ = ['BRATS_REGIONS', 'confusion_matrix', 'cm_scores', 'dice', 'iou', 'brats_regions', 'region_dice', 'quadratic_kappa',
+           'SegMetric', 'seg_metrics', 'kappa_metric']
 
 # %% ../nbs/21_metrics.ipynb #deac6435
 def confusion_matrix(
@@ -29,8 +29,12 @@ def confusion_matrix(
     return torch.bincount(t * n_classes + p, minlength=n_classes ** 2).view(n_classes, n_classes)
 
 # %% ../nbs/21_metrics.ipynb #d110d736
-def _scores(cm:torch.Tensor, kind:str)->torch.Tensor:
-    "Dice or IoU of classes 1… from a confusion matrix; nan where a class is in neither map."
+def cm_scores(
+    cm:torch.Tensor,       # (n_classes, n_classes) confusion matrix, rows the truth
+    kind:str='dice',       # 'dice' or 'iou'
+)->torch.Tensor:           # (n_classes − 1,) scores of classes 1 … n_classes − 1
+    "Dice or IoU of classes 1… from a confusion matrix; `nan` where a class is in neither map."
+    if kind not in ('dice', 'iou'): raise ValueError(f"kind must be 'dice' or 'iou', not {kind!r}")
     cm = cm.double()
     tp = cm.diagonal()[1:]
     fp, fn = cm.sum(0)[1:] - tp, cm.sum(1)[1:] - tp
@@ -43,11 +47,11 @@ def dice(
     n_classes:int,         # classes including the background 0
 )->torch.Tensor:           # (n_classes − 1,) Dice of classes 1 … n_classes − 1
     "Dice per class, background excluded; `nan` where a class is in neither map."
-    return _scores(confusion_matrix(pred, target, n_classes), 'dice')
+    return cm_scores(confusion_matrix(pred, target, n_classes), 'dice')
 
 def iou(pred, target, n_classes:int)->torch.Tensor:
     "IoU (Jaccard) per class, background excluded; `nan` where a class is in neither map."
-    return _scores(confusion_matrix(pred, target, n_classes), 'iou')
+    return cm_scores(confusion_matrix(pred, target, n_classes), 'iou')
 
 # %% ../nbs/21_metrics.ipynb #cae43c26
 BRATS_REGIONS = {'WT': (1, 2, 3, 4), 'TC': (1, 3, 4), 'ET': (4,)}
@@ -89,7 +93,7 @@ class SegMetric(Metric):
         self.cm += confusion_matrix(pred.argmax(1), y, self.n_classes).cpu()
     @property
     def value(self):
-        s = _scores(self.cm, self.kind)
+        s = cm_scores(self.cm, self.kind)
         return float(s[self.cls - 1]) if self.cls is not None else float(s.nanmean())
     @property
     def name(self): return self._name
