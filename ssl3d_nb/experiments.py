@@ -256,6 +256,7 @@ def summary_table(df, value:str='mean_dice', scale:float=100)->'pd.DataFrame':
 
 def plot_data_efficiency(df, value:str='mean_dice', ax=None, scratch:str='scratch'):
     "Taleb et al.'s Fig. 2–3: `value` against the label budget, one line per method, mean ± std over seeds."
+    import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(5, 3.5))[1]
     for name, g in df.groupby('method', sort=False):
         st = g.groupby('budget')[value].agg(['mean', 'std']).fillna(0)

@@ -170,3 +170,16 @@ def test_metrics_against_sklearn():
     truth = torch.zeros(100, dtype=torch.long); truth[:20] = 2; truth[20:40] = 1; truth[40:50] = 4
     pred = truth.clone(); pred[:7] = 0; pred[50:57] = 2
     assert torch.allclose(region_dice(pred, truth), torch.tensor([0.86, 1.0, 1.0]))
+
+
+def test_experiment_tables_from_the_package():
+    "summary_table, paired_gain and plot_data_efficiency as a script calls them (the notebook's own globals hide missing imports)."
+    import pandas as pd, matplotlib; matplotlib.use('Agg')
+    from ssl3d_nb.experiments import summary_table, paired_gain, plot_data_efficiency
+    df = pd.DataFrame([{'method': m, 'budget': b, 'seed': s, 'mean_dice': 0.5 + 0.1 * (m == 'rpl') + 0.01 * s + 0.02 * b}
+                       for m in ('scratch', 'rpl') for b in (1, 2) for s in range(3)])
+    assert summary_table(df).loc['rpl', 1] == '63.0 ± 1.0'
+    g = paired_gain(df).set_index(['method', 'budget'])
+    assert np.allclose(g['gain'], 10) and (g['wins'] == 3).all()
+    ax = plot_data_efficiency(df)                                   # no axes given: the function makes its own figure
+    assert [l.get_text() for l in ax.get_legend().get_texts()] == ['scratch', 'rpl'] and len(ax.containers) == 2
