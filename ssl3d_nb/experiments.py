@@ -188,7 +188,9 @@ def data_efficiency(
                     _append_csv(csv, pd.DataFrame([row]))
                     _append_csv(hcsv, hist.assign(method=name, budget=b, seed=seed))
     out = pd.concat([done, pd.DataFrame(rows)], ignore_index=True) if len(done) else pd.DataFrame(rows)
-    return out.astype({'budget': int, 'seed': int})
+    out = out.astype({'budget': int, 'seed': int})
+    asked = out['method'].isin(list(methods)) & out['budget'].isin(budgets) & out['seed'].isin(seeds)
+    return out[asked].reset_index(drop=True)        # the file may hold other runs: return only the ones asked for
 
 # %% ../nbs/24_experiments.ipynb #324aa6f1
 def structure_patches(
@@ -262,8 +264,9 @@ def plot_data_efficiency(df, value:str='mean_dice', ax=None, scratch:str='scratc
         st = g.groupby('budget')[value].agg(['mean', 'std']).fillna(0)
         kw = dict(color='k', ls='--', lw=2) if name == scratch else {}
         ax.errorbar(st.index, st['mean'], st['std'], marker='o', capsize=3, label=name, **kw)
-    ax.set_xscale('log'); ax.set_xticks(sorted(df['budget'].unique())); ax.set_xticklabels(sorted(df['budget'].unique()))
-    ax.set_xlabel('labelled training subjects'); ax.set_ylabel(value.replace('_', ' ')); ax.legend(fontsize=8)
+    budgets = sorted(df['budget'].unique())
+    ax.set_xscale('log'); ax.minorticks_off(); ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.set_xlabel('labelled training subjects'); ax.set_ylabel({'mean_dice': 'mean Dice', 'miou': 'mIoU'}.get(value, value)); ax.legend(fontsize=8)
     return ax
 
 def paired_gain(df, value:str='mean_dice', reference:str='scratch', scale:float=100)->'pd.DataFrame':
