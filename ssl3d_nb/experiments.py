@@ -20,8 +20,8 @@ from .tasks import get_task, pretrain_learner, save_pretrained
 from .finetune import seg_dls, finetune_learner, fit_finetune, evaluate, SegAugment, History, KeepBest, slices, save_model
 
 # %% auto #0
-__all__ = ['fixed_split', 'unlabeled', 'pretrain_encoder', 'finetune_run', 'data_efficiency', 'structure_patches', 'classify_run',
-           'summary_table', 'plot_data_efficiency', 'paired_gain']
+__all__ = ['fixed_split', 'unlabeled', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency', 'structure_patches',
+           'classify_run', 'summary_table', 'plot_data_efficiency', 'plot_convergence', 'paired_gain']
 
 # %% ../nbs/24_experiments.ipynb #d73cca32
 def fixed_split(
@@ -150,6 +150,10 @@ def _append_csv(path:Path, df):
         os.replace(tmp, path)
     else: df.to_csv(path, mode='a', header=not path.exists(), index=False)
 
+def history_path(csv)->Path:
+    "The per-epoch history that `data_efficiency` keeps beside the results file `csv`."
+    csv = Path(csv); return csv.with_name(csv.stem + '_history.csv')
+
 # %% ../nbs/24_experiments.ipynb #36172fdb
 def data_efficiency(
     methods:dict,              # name → encoder file, None (scratch), or a dict of `run` arguments (e.g. {'encoder': None, 'spatial_dims': 2})
@@ -167,7 +171,7 @@ def data_efficiency(
     import pandas as pd
     n_classes = n_classes or int(max(int(s.label.max()) for s in scans)) + 1
     csv = Path(csv) if csv else None
-    hcsv = csv.with_name(csv.stem + '_history.csv') if csv else None
+    hcsv = history_path(csv) if csv else None
     done = pd.read_csv(csv) if csv and csv.exists() else pd.DataFrame(columns=['method', 'budget', 'seed'])
     key = lambda m, b, s: ((done['method'] == m) & (done['budget'] == b) & (done['seed'] == s)).any()
     train_pool = [scans[i] for i in split['train']]
@@ -256,6 +260,8 @@ def summary_table(df, value:str='mean_dice', scale:float=100)->'pd.DataFrame':
     def fmt(a, b): return '' if a != a else (f"{a:.1f}" if b != b else f"{a:.1f} ± {b:.1f}")   # one seed: no spread
     return pd.DataFrame({c: [fmt(a, b) for a, b in zip(m[c], s[c])] for c in m.columns}, index=m.index)
 
+def _axis_label(value:str)->str: return {'mean_dice': 'mean Dice', 'miou': 'mIoU'}.get(value, value.replace('_', ' '))
+
 def plot_data_efficiency(df, value:str='mean_dice', ax=None, scratch:str='scratch'):
     "Taleb et al.'s Fig. 2–3: `value` against the label budget, one line per method, mean ± std over seeds."
     import matplotlib.pyplot as plt
@@ -266,7 +272,19 @@ def plot_data_efficiency(df, value:str='mean_dice', ax=None, scratch:str='scratc
         ax.errorbar(st.index, st['mean'], st['std'], marker='o', capsize=3, label=name, **kw)
     budgets = sorted(df['budget'].unique())
     ax.set_xscale('log'); ax.minorticks_off(); ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.set_xlabel('labelled training subjects'); ax.set_ylabel({'mean_dice': 'mean Dice', 'miou': 'mIoU'}.get(value, value)); ax.legend(fontsize=8)
+    ax.set_xlabel('labelled training subjects'); ax.set_ylabel(_axis_label(value)); ax.legend(fontsize=8)
+    return ax
+
+def plot_convergence(hist, budget:int=None, value:str='mean_dice', ax=None, scratch:str='scratch', legend:bool=True):
+    "Taleb et al.'s Fig. 5: validation `value` after each epoch, mean over seeds, one line per method (from `history_path`)."
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(5, 3.5))[1]
+    h = hist if budget is None else hist[hist['budget'] == budget]
+    for name, g in h.groupby('method', sort=False):
+        curve = g.groupby('epoch')[value].mean()
+        ax.plot(curve.index, curve.values, label=name, **(dict(color='k', ls='--', lw=2) if name == scratch else {}))
+    ax.set_xlabel('epoch'); ax.set_ylabel(f'validation {_axis_label(value)}')
+    if legend: ax.legend(fontsize=8)
     return ax
 
 def paired_gain(df, value:str='mean_dice', reference:str='scratch', scale:float=100)->'pd.DataFrame':
