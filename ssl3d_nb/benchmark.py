@@ -245,8 +245,7 @@ def benchmark_training(
     device = torch.device(device or x.device)
     rows = []
     for name in tasks:
-        task = get_task(name)
-        p = task.presets[preset]
+        task, p = get_task(name).setup(preset)
         c, bs = p['crop'], p['bs']
         o = [(s - c) // 2 for s in x.shape[2:]]
         xb = x[:, :, o[0]:o[0] + c, o[1]:o[1] + c, o[2]:o[2] + c]

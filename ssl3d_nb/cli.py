@@ -79,6 +79,21 @@ def _say(*args, **kwargs):
     "Print from one process only (rank 0 of a `torchrun` run)."
     if is_main(): print(*args, **kwargs)
 
+# %% ../nbs/90_cli.ipynb #a280b015
+def _probe(task, items, preset, seed, **overrides):
+    "`ssl3d pretrain --probe`: run the shortcut probe, print its table, warn on stderr where a cue without anatomy solves the task."
+    from ssl3d_nb.tasks.probe import shortcut_probe, probeable
+    if not is_main(): return
+    if not probeable(task): return print(f"probe: {task} does not classify; there is no answer for a shortcut probe to guess")
+    t0 = time.time()
+    df = shortcut_probe(task, items, preset, separately=False, n_train=1000, n_valid=500, seed=seed, **overrides)
+    print(f"shortcut probe ({time.time() - t0:.0f}s): a random forest on cues without anatomy, scored on held-out subjects\n"
+          + df[['target', 'cues', 'accuracy', 'low', 'high', 'chance', 'verdict']].round(3).to_string(index=False))
+    for r in df[df['verdict'] == 'solvable without anatomy'].itertuples():
+        print(f"ssl3d: warning: {task} can be solved without anatomy: a probe that sees only {r.cues} gets the {r.target} right "
+              f"{r.accuracy:.1%} of the time (chance {r.chance:.1%}); pretraining would learn that shortcut", file=sys.stderr)
+    return df
+
 # %% ../nbs/90_cli.ipynb #08c5e239
 @call_parse
 def pretrain(
@@ -91,7 +106,10 @@ def pretrain(
     size:int=None,            # crop size in voxels (default: the task's preset)
     lr:float=None,            # peak learning rate of the one-cycle schedule (default: the task's preset)
     width:float=None,         # encoder width multiplier, 1 = the paper's (default: the task's preset)
-    norm:str='zscore',        # intensity normalisation: zscore, minmax, meanmax or none
+    norm:str=None,            # intensity normalisation: zscore, minmax, meanmax or none (default: the task's preset)
+    fit:str=None,             # scans smaller than a crop: resize (no filler) or pad (default: the task's preset)
+    preset:str='cpu',         # the task's settings: cpu, or paper (the paper's numbers: sized for GPUs)
+    probe:bool=False,         # first check with a shortcut probe that no cue without anatomy solves the task
     seed:int=0,               # seed of the split, the crops, the samples and the weights
     precision:str='fp32',     # fp32, or bf16 / fp16 mixed precision (GPU)
     channels_last:bool=False, # store 3D tensors channels-last (fine-tuning does so on a CPU anyway)
@@ -105,23 +123,24 @@ def pretrain(
     from ssl3d_nb.models import load_encoder
     if task not in TASKS: raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
     items = find_scans(data)
-    preset = TASKS[task].presets['cpu']
+    t, p = TASKS[task].setup(preset, bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit)   # refuses an unknown preset
     _, procs = init_distributed()
-    config = dict(command='pretrain', task=task, data=str(Path(data).resolve()), n_scans=len(items), epochs=epochs, steps=steps,
-                  bs=bs or preset['bs'], size=size or preset['crop'], lr=lr or preset['lr'], width=width or preset['width_mult'],
-                  norm=norm, seed=seed, precision=precision, channels_last=channels_last, processes=procs, version=ssl3d_nb.__version__)
+    config = dict(command='pretrain', task=task, data=str(Path(data).resolve()), n_scans=len(items), epochs=epochs, steps=steps, preset=preset,
+                  bs=p['bs'], size=p['crop'], lr=p['lr'], width=p['width_mult'], norm=p['norm'], fit=p['fit'], seed=seed,
+                  precision=precision, channels_last=channels_last, processes=procs, version=ssl3d_nb.__version__)
     out = prepare_out(out, ['encoder.pth'], config, resume, force)
+    if probe: _probe(task, items, preset, seed, crop=size, norm=norm, fit=fit)
     t0 = time.time()
-    _say(f"pretraining {task} on {len(items)} scans from {data}: {epochs} epochs × {steps} steps of {config['bs']} crops of {config['size']}³"
-         + (f" in each of {config['processes']} processes" if config['processes'] > 1 else ''))
-    enc = pretrain_encoder(task, items, out/'encoder.pth', steps=epochs * steps, steps_per_epoch=steps, seed=seed,
-                           pre=Preprocess(norm=_norm(norm)), bs=config['bs'], crop=config['size'],
-                           lr=config['lr'], width_mult=config['width'], checkpoint=out/'checkpoint.pth', resume=resume, progress=True,
-                           precision=precision, channels_last=channels_last)
+    _say(f"pretraining {task} on {len(items)} scans from {data}: {epochs} epochs × {steps} steps "
+         f"of {p['bs']} crops of {p['crop']}³, {p['norm']} intensities, fit={p['fit']}" + (f" in each of {procs} processes" if procs > 1 else ''))
+    enc = pretrain_encoder(task, items, out/'encoder.pth', steps=epochs * steps, steps_per_epoch=steps, seed=seed, preset=preset,
+                           bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit, checkpoint=out/'checkpoint.pth', resume=resume,
+                           progress=True, precision=precision, channels_last=channels_last)
     import pandas as pd
-    hist = pd.DataFrame(load_encoder(enc)[1]['history']); hist.insert(0, 'epoch', range(len(hist)))
+    net, meta = load_encoder(enc)
+    hist = pd.DataFrame(meta['history']); hist.insert(0, 'epoch', range(len(hist)))
     if is_main(): hist.to_csv(out/'history.csv', index=False)
-    _say(f"encoder written to {enc} ({time.time() - t0:.0f}s); history in {out/'history.csv'}")
+    _say(f"encoder ({type(net).__name__}) written to {enc} ({time.time() - t0:.0f}s); history in {out/'history.csv'}")
     return enc
 
 # %% ../nbs/90_cli.ipynb #519bb508
@@ -148,7 +167,7 @@ def finetune(
     lr:float=3e-3,            # peak learning rate of the decoder (the encoder's after warm-up: lr/10)
     size:int=32,              # crop size in voxels
     bs:int=4,                 # crops per batch
-    norm:str='zscore',        # intensity normalisation: zscore, minmax, meanmax or none
+    norm:str=None,            # intensity normalisation: zscore, minmax, meanmax or none (default: the encoder's, else zscore)
     seed:int=0,               # seed of the split, the crops, the augmentation and the weights
     precision:str='fp32',     # fp32, or bf16 / fp16 mixed precision (GPU)
     channels_last:bool=False, # store 3D tensors channels-last (fine-tuning does so on a CPU anyway)
@@ -160,7 +179,14 @@ def finetune(
     if (labeled is None) == (fraction is None): raise ValueError("ssl3d finetune: give one of --labeled N and --fraction F")
     from ssl3d_nb.data import subject_split, labeled_subset, subject_of, load_scans
     from ssl3d_nb.experiments import finetune_run
+    from ssl3d_nb.models import load_encoder
     items, names = _labelled(data)
+    net, epre = load_encoder(encoder) if encoder else (None, {})
+    epre = epre.get('preprocessing')
+    if epre and norm is not None and _norm(norm) != _norm(epre.get('norm')):
+        raise ValueError(f"--norm {norm} conflicts with {encoder}: it was pretrained on scans normalised with {epre.get('norm') or 'none'}; "
+                         "leave out --norm to fine-tune on scans prepared as the encoder's were")
+    pre = Preprocess.from_dict(epre) if epre else Preprocess(norm=_norm(norm or 'zscore'))
     subjects = sorted({subject_of(it) for it in items})
     if valid < 1 or valid >= len(subjects): raise DataError(f"{data}: has {len(subjects)} labelled subjects; --valid {valid} leaves none to train on")
     pool, va = subject_split(items, valid_pct=valid / len(subjects), seed=seed)
@@ -168,17 +194,17 @@ def finetune(
     enc = str(Path(encoder).resolve()) if encoder else None
     _, procs = init_distributed()
     config = dict(command='finetune', data=str(Path(data).resolve()), encoder=enc, labeled=labeled, fraction=fraction, valid=valid,
-                  decoder=decoder, mode=mode, warmup=warmup, epochs=epochs, steps=steps, lr=lr, size=size, bs=bs, norm=norm, seed=seed,
+                  decoder=decoder, mode=mode, warmup=warmup, epochs=epochs, steps=steps, lr=lr, size=size, bs=bs, norm=pre.norm or 'none', seed=seed,
                   train_subjects=sorted({subject_of(items[i]) for i in tr}), valid_subjects=sorted({subject_of(items[i]) for i in va}),
                   precision=precision, channels_last=channels_last, processes=procs, version=ssl3d_nb.__version__)
     out = prepare_out(out, ['model.pth'], config, resume, force)
-    pre = Preprocess(norm=_norm(norm))
     scans = load_scans([items[i] for i in tr + va], pre)
     train, val = scans[:len(tr)], scans[len(tr):]
     _say(f"{'fine-tuning ' + Path(encoder).name if encoder else 'training from scratch'} on {len(tr)} scans of "
-          f"{len(config['train_subjects'])} subjects, validating on {len(va)}; {epochs} epochs × {steps} steps")
+          f"{len(config['train_subjects'])} subjects, validating on {len(va)}; {epochs} epochs × {steps} steps; "
+          f"{config['norm']} intensities" + (" (the encoder's preprocessing)" if epre else ''))
     t0 = time.time()
-    row, hist = finetune_run(encoder, train, val, [], len(names) + 1, steps=epochs * steps, steps_per_epoch=steps, lr=lr, warmup=warmup,
+    row, hist = finetune_run(net, train, val, [], len(names) + 1, steps=epochs * steps, steps_per_epoch=steps, lr=lr, warmup=warmup,
                              mode=mode, decoder=decoder, size=size, bs=bs, seed=seed, class_names=names, checkpoint=out/'checkpoint.pth',
                              resume=resume, save=out/'model.pth', progress=True, precision=precision,
                              channels_last=channels_last or None,
@@ -234,12 +260,13 @@ def _lattice_affine(affine, shape, step:int):
 def scan_features(source, x, affine, step:int=4, level:int=-1)->tuple:
     "Features `(F, *grid)` of scan `x` `(C, *S)` and their affine: a 3D encoder's map at `level`, or point descriptors every `step` voxels."
     import torch, torch.nn.functional as F
-    from ssl3d_nb.knn import descriptor, dense_descriptors
+    from ssl3d_nb.knn import descriptor, dense_descriptors, NetDescriptor, GVDiff
     from ssl3d_nb.models import PlanarEncoder, D3DCNN
     from ssl3d_nb.finetune import multiscale, feature_widths
     from ssl3d_nb.preprocess import _rescale
-    if isinstance(source, (str, PlanarEncoder, D3DCNN)):
-        return dense_descriptors(descriptor(source), x, step), _lattice_affine(affine, x.shape[1:], step)
+    if isinstance(source, (str, PlanarEncoder, D3DCNN, NetDescriptor, GVDiff)):
+        d = source if isinstance(source, (NetDescriptor, GVDiff)) else descriptor(source)
+        return dense_descriptors(d, x, step), _lattice_affine(affine, x.shape[1:], step)
     enc = source.eval()
     k = 2 ** (len(feature_widths(enc)) - 1)                       # the coarsest map's stride
     shape = x.shape[1:]
@@ -261,10 +288,12 @@ def features(
 ):
     "Write an encoder's features of every scan as a 4D NIfTI (x, y, z, feature) in the scan's space."
     _require('features', encoder=encoder, data=data, out=out)
-    from ssl3d_nb.models import load_encoder
+    from ssl3d_nb.models import load_encoder, PlanarEncoder, D3DCNN
+    from ssl3d_nb.knn import descriptor
     items = find_scans(data)
     if encoder.lower() in ('gvdiff', 'xavier'): source, pre = encoder.lower(), dict(norm='zscore')
     else: source, meta = load_encoder(encoder); pre = dict(meta.get('preprocessing') or {})
+    if isinstance(source, (PlanarEncoder, D3DCNN)): source = descriptor(encoder)      # as pretrained: e.g. doersch's standardised cubes
     if norm is not None: pre['norm'] = _norm(norm)
     names = [f"{it.get('id') or nifti_stem(it['image'])}.nii.gz" for it in items]
     config = dict(command='features', encoder=encoder if isinstance(source, str) else str(Path(encoder).resolve()),

@@ -17,8 +17,8 @@ from .io import *
 from .preprocess import *
 
 # %% auto #0
-__all__ = ['Scan', 'subject_of', 'load_scan', 'load_scans', 'clear_cache', 'subject_split', 'labeled_subset', 'ScanDL',
-           'scan_dls', 'scan_table']
+__all__ = ['Scan', 'subject_of', 'load_scan', 'load_scans', 'clear_cache', 'subject_split', 'labeled_subset', 'unlabeled',
+           'ScanDL', 'scan_dls', 'scan_table']
 
 # %% ../nbs/03_data.ipynb #0e1c3214
 class Scan:
@@ -108,6 +108,10 @@ def labeled_subset(
     keep = set(order[:n])
     return [i for i, it in enumerate(its) if subject_of(it) in keep]
 
+def unlabeled(items:list)->list:
+    "The items without their label paths: what pretraining may see."
+    return [{k: v for k, v in it.items() if k != 'label'} for it in items]
+
 # %% ../nbs/03_data.ipynb #c3045939
 def _crop_positions(shape, size, rng):
     "Random start of a `size` crop in a scan of `shape`, one per axis, from the `random.Random` `rng`."
@@ -120,13 +124,29 @@ def _fg_position(shape, size, fg, rng):
     v = fg[rng.randrange(len(fg))].tolist()
     return tuple(min(max(p - c // 2, 0), s - c) for p, s, c in zip(v, shape, size))
 
-def _pad_scan(scan, size):
-    "The scan padded (image with each channel's min, label with 0) to at least `size`."
-    if all(s >= c for s, c in zip(scan.x.shape[1:], size)): return scan.x, scan.label
-    return pad_to(scan.x, size, value='min'), (None if scan.label is None else pad_to(scan.label, size))
+def _with_mask(x): return torch.cat([x, torch.ones_like(x[:1])])
+
+def _pad_scan(scan, size, mask:bool=False):
+    "The scan padded (image with each channel's min, label with 0) to at least `size`; `mask`: a last channel, 1 on the scan, 0 on filler."
+    x, y = scan.x, scan.label
+    if all(s >= c for s, c in zip(x.shape[1:], size)): return (_with_mask(x) if mask else x), y
+    xp = pad_to(x, size, value='min')
+    if mask: xp = torch.cat([xp, pad_to(torch.ones_like(x[:1]), size, value=0)])
+    return xp, (None if y is None else pad_to(y, size))
+
+def _fit_scan(scan, size, mask:bool=False, max_stretch:float=2.):
+    "The scan as it is (`fit='resize'` stretches each crop); refuses a scan that would need more than `max_stretch`."
+    shape = tuple(scan.x.shape[1:])
+    f = [c / s for s, c in zip(shape, size)]
+    a = max(range(len(f)), key=f.__getitem__)
+    if f[a] > max_stretch:
+        most = min(int(s * max_stretch) for s in shape)
+        raise DataError(f"{scan.meta['paths'][0]}: {'×'.join(map(str, shape))} voxels; fit='resize' would stretch axis {a} ×{f[a]:.2f} "
+                        f"to fill a {'×'.join(map(str, size))} crop (at most ×{max_stretch:g}); use crops of at most {most} voxels, or fit='pad'")
+    return (_with_mask(scan.x) if mask else scan.x), scan.label
 
 # %% ../nbs/03_data.ipynb #66b9faf8
-_KINDS = ('unlabeled', 'seg', 'cls')
+_KINDS, _FITS = ('unlabeled', 'seg', 'cls'), ('pad', 'resize')
 
 class ScanDL(DataLoader):
     "A fastai `DataLoader` of fixed-size crops from in-memory `Scan`s."
@@ -138,6 +158,9 @@ class ScanDL(DataLoader):
                  random_crop:bool=True,      # random positions (training) or fixed ones (validation)
                  seed:int|None=None,         # seed of the crop positions (and the shuffle)
                  fg_prob:float=0.,           # 'seg' training crops: the chance that a crop is centred on a labelled voxel
+                 fit:str='pad',              # a scan smaller than the crop: 'pad' it, or 'resize' the part a crop covers
+                 max_stretch:float=2.,       # 'resize': refuse scans that would be stretched more than this
+                 mask:bool=False,            # append a channel: 1 on the scan, 0 on filler
                  **kwargs):                  # passed to fastai's `DataLoader` (bs, shuffle, device, …)
         if kind not in _KINDS: raise ValueError(f"kind must be one of {_KINDS}, not {kind!r}")
         if not scans: raise ValueError("ScanDL needs at least one scan")
@@ -145,17 +168,22 @@ class ScanDL(DataLoader):
         size = (size,) * nd if isinstance(size, int) else tuple(size)
         if kind == 'seg' and any(s.label is None for s in scans): raise DataError(f"{next(s.meta['paths'][0] for s in scans if s.label is None)}: has no label map, but kind='seg'")
         if kind == 'cls' and any('class' not in s.item for s in scans): raise DataError(f"{next(s.meta['paths'][0] for s in scans if 'class' not in s.item)}: item has no 'class', but kind='cls'")
+        if fit not in _FITS: raise ValueError(f"fit must be one of {_FITS}, not {fit!r}")
         if fg_prob and kind != 'seg': raise ValueError(f"fg_prob centres crops on labelled voxels: it needs kind='seg', not {kind!r}")
-        store_attr('scans,size,kind,samples_per_scan,random_crop,seed,fg_prob')
-        self.data = [_pad_scan(s, size) for s in scans]
+        store_attr('scans,size,kind,samples_per_scan,random_crop,seed,fg_prob,fit,max_stretch,mask')
+        self.data = [_pad_scan(s, size, mask) if fit == 'pad' else _fit_scan(s, size, mask, max_stretch) for s in scans]
         self.fg = [y.nonzero() for _, y in self.data] if fg_prob and random_crop else None
         kwargs.pop('dataset', None); kwargs.pop('n', None)
         super().__init__(dataset=self.data, n=len(scans) * samples_per_scan, **kwargs)
         if seed is not None: self.rng = random.Random(seed)
         if not random_crop:
             frng = random.Random(0 if seed is None else seed)
-            self.fixed = [_centre(self.data[i % len(self.data)][0].shape[1:], size) if samples_per_scan == 1
-                          else _crop_positions(self.data[i % len(self.data)][0].shape[1:], size, frng) for i in range(self.n)]
+            shapes = [self.data[i % len(self.data)][0].shape[1:] for i in range(self.n)]
+            self.fixed = [_centre(sh, self.region(sh)) if samples_per_scan == 1 else _crop_positions(sh, self.region(sh), frng) for sh in shapes]
+
+    def region(self, shape)->tuple:
+        "The part of a scan of `shape` that one crop covers: the crop size, or less along axes where the scan is shorter."
+        return tuple(min(s, c) for s, c in zip(shape, self.size))
 
 # %% ../nbs/03_data.ipynb #28f438ec
 @patch
@@ -165,24 +193,27 @@ def get_idxs(self:ScanDL):
     if not self.random_crop: return [(i, self.fixed[i]) for i in idxs]
     def start(d):                              # no extra random draw unless fg_prob: the same crops as without it
         shape = self.data[d][0].shape[1:]
-        if self.fg_prob and len(self.fg[d]) and self.rng.random() < self.fg_prob: return _fg_position(shape, self.size, self.fg[d], self.rng)
-        return _crop_positions(shape, self.size, self.rng)
+        if self.fg_prob and len(self.fg[d]) and self.rng.random() < self.fg_prob: return _fg_position(shape, self.region(shape), self.fg[d], self.rng)
+        return _crop_positions(shape, self.region(shape), self.rng)
     return [(i, start(i % len(self.data))) for i in idxs]
 
 @patch
 def create_item(self:ScanDL, s):
     i, start = s
     x, y = self.data[i % len(self.data)]
-    sl = tuple(slice(a, a + c) for a, c in zip(start, self.size))
+    reg = self.region(x.shape[1:])
+    sl = tuple(slice(a, a + c) for a, c in zip(start, reg))
     xc = x[(slice(None), *sl)]
+    if reg != self.size: xc = resize(xc, self.size)                          # fit='resize' on a scan shorter than the crop
     if self.kind == 'unlabeled': return (xc,)
-    if self.kind == 'seg': return (xc, y[sl])
+    if self.kind == 'seg': return (xc, y[sl] if reg == self.size else resize(y[sl], self.size))
     return (xc, torch.tensor(int(self.scans[i % len(self.scans)].item['class'])))
 
 @patch
 def new(self:ScanDL, **kwargs):
     return DataLoader.new(self, **merge(dict(scans=self.scans, size=self.size, kind=self.kind, samples_per_scan=self.samples_per_scan,
-                                             random_crop=self.random_crop, seed=self.seed, fg_prob=self.fg_prob), kwargs))
+                                             random_crop=self.random_crop, seed=self.seed, fg_prob=self.fg_prob,
+                                             fit=self.fit, max_stretch=self.max_stretch, mask=self.mask), kwargs))
 
 # %% ../nbs/03_data.ipynb #3e6702b9
 @delegates(ScanDL.__init__, but=['scans', 'random_crop', 'seed'])

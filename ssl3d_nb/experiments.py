@@ -11,16 +11,16 @@ import torch
 import torch.nn as nn
 from .core import *
 from .preprocess import Preprocess
-from .data import load_scans, scan_dls, subject_split, labeled_subset, subject_of
+from .data import load_scans, scan_dls, subject_split, labeled_subset, subject_of, unlabeled
 from .models import ResUNetEncoder, load_encoder
 from .checkpoint import Checkpoint
 from .parallel import data_parallel, speedups, is_main, barrier
 from fastai.torch_core import num_distrib
-from .tasks import get_task, pretrain_learner, save_pretrained
+from .tasks import get_task, pretrain_learner, pretrain_dls, save_pretrained
 from .finetune import seg_dls, finetune_learner, fit_finetune, evaluate, SegAugment, History, KeepBest, slices, save_model
 
 # %% auto #0
-__all__ = ['fixed_split', 'unlabeled', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency', 'structure_patches',
+__all__ = ['fixed_split', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency', 'structure_patches',
            'classify_run', 'summary_table', 'plot_data_efficiency', 'plot_convergence', 'paired_gain']
 
 # %% ../nbs/24_experiments.ipynb #d73cca32
@@ -37,9 +37,6 @@ def fixed_split(
     tr, va = subject_split([items[i] for i in pool], valid_pct=n_valid / (n_sub - n_test), seed=seed + 1)
     return {'test': test, 'valid': [pool[i] for i in va], 'train': [pool[i] for i in tr], 'pretrain': sorted(pool)}
 
-def unlabeled(items:list)->list:
-    "The items without their label paths: what pretraining may see."
-    return [{k: v for k, v in it.items() if k != 'label'} for it in items]
 
 # %% ../nbs/24_experiments.ipynb #52af7d1a
 def _shown(learn, progress:bool):
@@ -53,10 +50,10 @@ def pretrain_encoder(
     items:list,                # scans to pretrain on (labels are stripped here)
     path,                      # where the encoder goes; reused if it exists
     steps:int=300,             # optimisation steps
-    pre:Preprocess=None,       # preprocessing (default: z-score)
-    preset:str='cpu',          # crop, batch size, learning rate and width of the task's preset
+    pre:Preprocess=None,       # preprocessing (default: the preset's normalisation)
+    preset:str='cpu',          # the task's preset: crop, batch, learning rate, width, normalisation, fit, task parameters
     seed:int=0,
-    encoder:nn.Module=None,    # default: the residual U-Net encoder at the preset's width
+    encoder:nn.Module=None,    # default: the task's own encoder (`Task.encoder`) at the preset's width
     steps_per_epoch:int=50,
     bs:int=None, crop:int=None, lr:float=None, width_mult:float=None,   # override the preset's
     checkpoint=None,           # write a `Checkpoint` here after every epoch
@@ -64,27 +61,22 @@ def pretrain_encoder(
     progress:bool=False,       # show fastai's progress bar and per-epoch table
     precision:str='fp32',      # 'bf16' or 'fp16': mixed precision (GPU)
     channels_last:bool=False,  # channels-last 3D tensors
+    **overrides,               # other preset settings (norm, fit) or task parameters (n_perms, embed, …)
 )->Path:                       # (under `torchrun`: data-parallel, rank 0 writes the file)
     "Pretrain `task` on `items` without labels and save the encoder (with the history of the run)."
     path = Path(path)
     if path.exists(): return path
-    t = get_task(task)
-    p = {**t.presets[preset], **{k: v for k, v in dict(bs=bs, crop=crop, lr=lr, width_mult=width_mult).items() if v is not None}}
-    pre = pre or Preprocess(norm='zscore')
-    its = unlabeled(items)
     set_seed(seed)
-    spc = max(1, -(-steps_per_epoch * p['bs'] // len(its)))
-    dls = scan_dls(its, p['crop'], pre=pre, bs=p['bs'], valid_pct=0.1, seed=seed, samples_per_scan=spc)
-    dls.train.n = steps_per_epoch * p['bs']
-    in_ch = dls.train.scans[0].x.shape[0]
-    if encoder is None and t.spatial_dims == 3: encoder = ResUNetEncoder(in_ch, width_mult=p['width_mult'])
+    t, dls, p = pretrain_dls(task, items, preset, pre, seed=seed, steps_per_epoch=steps_per_epoch,
+                             bs=bs, crop=crop, lr=lr, width_mult=width_mult, **overrides)
     cbs = [Checkpoint(checkpoint, resume)] if checkpoint else []
     learn = speedups(pretrain_learner(t, dls, encoder=encoder, seed=seed, width_mult=p['width_mult'], cbs=cbs), precision, channels_last)
     start = time.time()
     with _shown(learn, progress), data_parallel(learn): learn.fit_one_cycle(max(1, steps // steps_per_epoch), p['lr'])
     hist = [dict(zip(learn.recorder.metric_names[1:-1], v)) for v in learn.recorder.values]
-    if is_main(): save_pretrained(learn, path, preprocess=pre, steps=len(hist) * steps_per_epoch, seconds=round(time.time() - start, 1),
-                                  history=hist, seed=seed, n_scans=len(its), settings=p, processes=max(1, num_distrib()))
+    if is_main(): save_pretrained(learn, path, preprocess=p['preprocessing'], steps=len(hist) * steps_per_epoch, seconds=round(time.time() - start, 1),
+                                  history=hist, seed=seed, n_scans=len(items), preset=preset,
+                                  settings={k: v for k, v in p.items() if k != 'preprocessing'}, processes=max(1, num_distrib()))
     barrier()
     return path
 

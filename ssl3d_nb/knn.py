@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from .core import *
 from .patches import planar_patches, cube_patches, sample_grid, lattice, lattice_points
 from .models import PlanarEncoder, D3DCNN, load_encoder
+from .tasks.core import standardise
 from .metrics import dice
 
 # %% auto #0
@@ -21,13 +22,14 @@ __all__ = ['NetDescriptor', 'GVDiff', 'xavier_planar', 'descriptor', 'dense_desc
 # %% ../nbs/22_knn.ipynb #82301ab4
 class NetDescriptor:
     "Descriptors from a pretrained encoder: a `PlanarEncoder` on planar patches per axis, or a `D3DCNN` on cubes."
-    def __init__(self, encoder:nn.Module, chunk:int=None, size:int=None, side:float=None, depth:float=0.05, name:str=None):
+    def __init__(self, encoder:nn.Module, chunk:int=None, size:int=None, side:float=None, depth:float=0.05, name:str=None,
+                 cell_norm:bool=False):   # standardise each cube on its own, as a `doersch` task with `cell_norm` trained it
         if not isinstance(encoder, (PlanarEncoder, D3DCNN)):
             raise TypeError(f"point descriptors come from a PlanarEncoder or a D3DCNN, not a {type(encoder).__name__}")
         self.encoder, self.planar = encoder.eval(), isinstance(encoder, PlanarEncoder)
         self.size = size or (42 if self.planar else 25)
         self.side = side or (0.8 if self.planar else 0.4)
-        self.depth, self.chunk = depth, chunk or (512 if self.planar else 64)
+        self.depth, self.chunk, self.cell_norm = depth, chunk or (512 if self.planar else 64), cell_norm
         self.n_features, self.name = encoder.out_channels, name or type(encoder).__name__
 
     @torch.no_grad()
@@ -38,7 +40,9 @@ class NetDescriptor:
             if self.planar:
                 out.append(enc(torch.stack([planar_patches(x[None], p[None], a, self.size, self.side, self.depth, enc.n_slices)[0]
                                             for a in range(3)], 1)))
-            else: out.append(enc(cube_patches(x[None], p[None], self.size, self.side)[0]).flatten(1))
+            else:
+                cubes = cube_patches(x[None], p[None], self.size, self.side)[0]
+                out.append(enc(standardise(cubes) if self.cell_norm else cubes).flatten(1))
         return torch.cat(out)
     def __repr__(self): return f"NetDescriptor({self.name}, {self.n_features} features)"
 
@@ -80,7 +84,7 @@ def descriptor(source, seed:int=0, **kwargs):
         if not isinstance(enc, (PlanarEncoder, D3DCNN)):
             raise DataError(f"{source}: holds a {type(enc).__name__} (task {meta.get('task')!r}); point descriptors need "
                             "an encoder from planar-reg2d, planar-heatmap or doersch")
-        return NetDescriptor(enc, name=meta.get('task'), **kwargs)
+        return NetDescriptor(enc, name=meta.get('task'), cell_norm=meta.get('task_config', {}).get('cell_norm', False), **kwargs)
     raise TypeError(f"descriptor() takes 'gvdiff', 'xavier', an encoder or an encoder file, not {source!r}")
 
 # %% ../nbs/22_knn.ipynb #4208ed1e

@@ -77,13 +77,14 @@ def rubik_loss(
     turn_target=None,    # (B, 16) 0/1: was cube c turned (horizontal, vertical)?
     alpha:float=0.5, beta:float=0.5,
 )->torch.Tensor:
-    "Zhuang et al.: α·CE(permutation) + β·BCE(cube turns)."
+    "Zhuang et al., Eq. 1–3: α·CE(permutation) + β·Σ BCE over the 16 turn decisions (summed per sample, Eq. 2; mean over samples)."
     if order_logits.ndim != 2 or order_target.shape != order_logits.shape[:1]:
         raise ValueError(f"order_logits {tuple(order_logits.shape)} must be (B, K) and order_target {tuple(order_target.shape)} (B,)")
     loss = alpha * F.cross_entropy(order_logits, order_target)
     if turn_logits is None or beta == 0: return loss
     _same_shape(turn_logits, turn_target, 'turn_logits,turn_target')
-    return loss + beta * F.binary_cross_entropy_with_logits(turn_logits, turn_target.to(turn_logits.dtype))
+    turns = F.binary_cross_entropy_with_logits(turn_logits, turn_target.to(turn_logits.dtype), reduction='none')
+    return loss + beta * turns.sum(1).mean()                                  # Eq. 2: a sum over the cubes' decisions
 
 # %% ../nbs/07_losses.ipynb #a2c2a6d5
 def soft_dice_loss(

@@ -137,3 +137,25 @@ def test_pretrain_killed_mid_run_resumes_to_the_same_encoder(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (out/'history.csv').read_text() == (tmp_path/'whole/history.csv').read_text()
     assert json.loads((out/'config.json').read_text())['epochs'] == 4
+
+
+TASK_ENCODERS = {'rubik': 'VGG3d', 'rubik-order': 'VGG3d', 'planar-reg2d': 'PlanarEncoder', 'planar-heatmap': 'PlanarEncoder', 'doersch': 'D3DCNN'}
+ALL_TASKS = ['rotation', 'jigsaw', 'rpl', 'cpc', 'exemplar', 'rotation-2d', 'jigsaw-2d', 'rpl-2d', 'cpc-2d', 'exemplar-2d',
+             'rubik', 'rubik-order', 'planar-reg2d', 'planar-heatmap', 'doersch']
+
+
+@pytest.mark.parametrize('task', ALL_TASKS)
+def test_every_task_pretrains_its_own_network(task, tmp_path):
+    "`ssl3d pretrain --task NAME` for each of the 15 tasks (in-process, two steps): the encoder file holds the task's own network and its preset."
+    from ssl3d_nb.cli import main
+    from ssl3d_nb.models import load_encoder
+    from ssl3d_nb.tasks import TASKS
+    rc = main(['pretrain', '--task', task, '--data', str(ROOT/'data_samples/brains'), '--out', str(tmp_path/'run'), '--epochs', '1', '--steps', '2', '--bs', '2'])
+    assert rc == 0
+    enc, meta = load_encoder(tmp_path/'run/encoder.pth')
+    assert type(enc).__name__ == TASK_ENCODERS.get(task, 'ResUNetEncoder')          # DESIGN.md: 3D VGG for the Rubik's cube, Blendowski's networks, …
+    assert getattr(enc, 'spatial_dims', 3) == (2 if task.endswith('-2d') else 3)
+    _, settings = TASKS[task].setup('cpu', bs=2)
+    assert {k: meta['settings'][k] for k in settings} == settings and meta['task'] == task
+    assert meta['preprocessing']['norm'] == settings['norm']
+    assert json.loads((tmp_path/'run/config.json').read_text())['norm'] == settings['norm']

@@ -13,7 +13,7 @@ from fastai.metrics import accuracy
 from ..patches import planar_patches, cube_patches
 from ..losses import heatmap_loss
 from ..models import PlanarEncoder, D3DCNN, Reg2DHead, HeatmapHead, SixNeighbourHead
-from .core import Task, TaskSamples, register_task
+from .core import Task, TaskSamples, register_task, standardise
 
 # %% auto #0
 __all__ = ['DIRECTIONS', 'PairModel', 'in_plane_axes', 'PlanarOffsets', 'heatmap_offsets', 'offset_error', 'OffsetSchedule',
@@ -54,8 +54,8 @@ def in_plane_axes(axis:int)->tuple:
 
 class PlanarOffsets(Task):
     "Blendowski et al.: predict the in-plane offset between two planar patches, per axis; head 'reg2d' (L1) or 'heatmap' (MSE)."
-    presets = {'cpu': dict(crop=48, bs=16, width_mult=1.0, lr=1e-3, norm='zscore'),
-               'paper': dict(crop=48, bs=64, width_mult=1.0, lr=1e-3, norm='zscore')}
+    presets = {'cpu': dict(crop=48, bs=16, width_mult=None, lr=1e-3),       # width_mult: Blendowski's sizes are fixed
+               'paper': dict(crop=48, bs=8, width_mult=None, lr=5e-5)}        # Blendowski et al.: Adam 5e-5, batches of 8
     def __init__(self,
                  head:str='reg2d',                  # 'reg2d' or 'heatmap'
                  size:int=42, side:float=0.8,       # patch: size × size samples over `side`
@@ -135,10 +135,13 @@ DIRECTIONS = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 
 
 class Doersch(Task):
     "Doersch et al.'s context prediction in 3D (Blendowski's baseline): which of the 6 face neighbours is the second cube?"
-    presets = {'cpu': dict(crop=48, bs=16, width_mult=1.0, lr=1e-3, norm='zscore'),
-               'paper': dict(crop=48, bs=64, width_mult=1.0, lr=1e-3, norm='zscore')}
-    def __init__(self, size:int=25, side:float=0.4, gap:float=0.0, jitter:float=0.05, anchor:float=0.5):
-        super().__init__(size=size, side=side, gap=gap, jitter=jitter, anchor=anchor)
+    presets = PlanarOffsets.presets
+    def __init__(self,
+                 size:int=25, side:float=0.4,        # cube: size³ samples over `side` (normalised units)
+                 gap:float=0.0, jitter:float=0.05,   # space between the cubes, random shift of the second
+                 anchor:float=0.35,                  # anchors uniform in [-anchor, anchor]³: both cubes inside the crop
+                 cell_norm:bool=True):               # standardise each cube on its own (mean 0, std 1)
+        super().__init__(size=size, side=side, gap=gap, jitter=jitter, anchor=anchor, cell_norm=cell_norm)
         self.name = 'doersch'
     def encoder(self, in_channels=1, width_mult=1.0):
         "Blendowski's D3D-CNN (its sizes: `width_mult` does not apply)."
@@ -150,10 +153,11 @@ class Doersch(Task):
         jit = _uniform(-self.jitter, self.jitter, (B, 3), generator, dev)
         second = anchor + DIRECTIONS.to(dev)[cls] * (self.side + self.gap) + jit
         cubes = cube_patches(x, torch.stack([anchor, second], 1), self.size, self.side)   # (B, 2, C, 25, 25, 25)
-        return (cubes[:, None],), (cls,)
+        return ((standardise(cubes) if self.cell_norm else cubes)[:, None],), (cls,)
     def head(self, encoder): return [SixNeighbourHead(encoder.out_channels)]
     def model(self, encoder): return PairModel(encoder, self.head(encoder))
     def loss(self, pred, cls): return F.cross_entropy(pred[:, 0], cls)
+    def probe_targets(self, targets): return {'neighbour': (targets[0], 6)}
     @property
     def metrics(self): return [neighbour_accuracy]
 

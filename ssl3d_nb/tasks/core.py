@@ -4,11 +4,12 @@
 
 # %% ../../nbs/10_tasks.core.ipynb #76ddff15
 from __future__ import annotations
+import inspect
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastcore.basics import store_attr, listify
+from fastcore.basics import store_attr, listify, patch
 from fastcore.meta import delegates
 from ..core import *
 from fastai.learner import Learner
@@ -19,22 +20,35 @@ with warnings.catch_warnings():   # fastai 2.8.7's tabular module sets a pandas 
     warnings.filterwarnings('ignore', message=".*'mode.chained_assignment' option is deprecated")
     import fastai.callback.progress, fastai.callback.schedule   # progress bars, fit_one_cycle and lr_find on Learner
 from ..models import ResUNetEncoder, Siamese, save_encoder
+from ..preprocess import Preprocess, zscore
+from ..data import scan_dls, unlabeled
 from ..grids import grid_extent, jittered_grid, pick_cells, gather_cells
 from ..permutations import hamming_permutations
 
 # %% auto #0
-__all__ = ['TASKS', 'Task', 'TaskModel', 'ClassifierHead', 'GridTask', 'TaskSamples', 'random_slices', 'register_task',
-           'get_task', 'pretrain_learner', 'save_pretrained']
+__all__ = ['SETTINGS', 'TASKS', 'Task', 'TaskModel', 'ClassifierHead', 'standardise', 'GridTask', 'TaskSamples', 'random_slices',
+           'register_task', 'get_task', 'pretrain_learner', 'pretrain_dls', 'save_pretrained', 'preset_table']
 
 # %% ../../nbs/10_tasks.core.ipynb #e6db6929
+SETTINGS = dict(crop=32, bs=8, width_mult=0.25, lr=1e-3, norm='zscore', fit='resize')   # the training settings a preset may set
+
 class Task:
     "Base of the proxy tasks: a sample maker, a head on the encoder, a loss and metrics."
     name:str = ''
     spatial_dims:int = 3
     min_batch:int = 1        # scans a batch must hold (e.g. 2 when negatives come from the batch)
-    presets = {'cpu': dict(crop=32, bs=8, width_mult=0.25, lr=1e-3)}   # named settings; subclasses add 'paper'
+    presets = {'cpu': {}}    # named settings: `SETTINGS` keys, and the task's own parameters (subclasses add 'paper')
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        self._args = inspect.signature(cls.__init__).bind(self, *args, **kwargs).arguments   # what it was built with, for `variant`
+        self._args.pop(next(iter(self._args)))
+        return self
     def __init__(self, **kwargs):
         for k, v in kwargs.items(): setattr(self, k, v)
+    @property
+    def params(self)->list:
+        "The names of the arguments the task is built with."
+        return list(inspect.signature(type(self).__init__).parameters)[1:]
 
     def make(self, x, generator:torch.Generator, train:bool=True)->tuple:
         "Turn a batch of scans `(B, C, *S)` into `(inputs, targets)`, two tuples of tensors."
@@ -56,10 +70,35 @@ class Task:
     def callbacks(self)->list:
         "Callbacks the task needs during training (e.g. a schedule of its sampling), added by `pretrain_learner`."
         return []
+    def probe_targets(self, targets)->dict:
+        "The classification targets a shortcut probe can check: name → (labels `(M,)` or `(M, k)` 0/1, number of classes)."
+        return {}
+    def geometric(self)->Task:
+        "The task moving voxels only, changing no intensity: what carries a filler mask through `make` alongside the scans."
+        return self.variant(cell_norm=False) if getattr(self, 'cell_norm', False) else self
     def config(self)->dict:
         "The task's settings, to store next to a pretrained encoder."
         return {k: v for k, v in vars(self).items() if not k.startswith('_')}
     def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
+
+# %% ../../nbs/10_tasks.core.ipynb #3914e71a
+@patch
+def variant(self:Task, **kwargs)->Task:
+    "The same task with some of the arguments it was built with changed."
+    if bad := [k for k in kwargs if k not in self.params]:
+        raise ValueError(f"{self.name} takes no {', '.join(map(repr, bad))}; its parameters: {', '.join(self.params)}")
+    return type(self)(**{**self._args, **kwargs})
+
+@patch
+def setup(self:Task, preset:str='cpu', **overrides)->tuple:
+    "`(task, settings)` of `preset`, with `overrides` (None: keep the preset's): task parameters make a `variant`, the rest are `SETTINGS`."
+    if preset not in self.presets: raise ValueError(f"{self.name} has no preset {preset!r}; its presets: {', '.join(self.presets)}")
+    p = {**self.presets[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    task_args = {k: p.pop(k) for k in list(p) if k not in SETTINGS and k in self.params}
+    if bad := [k for k in p if k not in SETTINGS]:
+        raise ValueError(f"{self.name}: {', '.join(map(repr, bad))} is neither a training setting ({', '.join(SETTINGS)}) "
+                         f"nor a parameter of the task ({', '.join(self.params)})")
+    return (self.variant(**task_args) if task_args else self), {**SETTINGS, **p}
 
 # %% ../../nbs/10_tasks.core.ipynb #4158044a
 class TaskModel(nn.Module):
@@ -71,11 +110,18 @@ class TaskModel(nn.Module):
     def forward(self, x): return self.head(self.siamese(x))
 
 class ClassifierHead(nn.Sequential):
-    "Flatten `(B, N, F)` features and classify: [Linear-ReLU-Dropout] then Linear to `n_classes`."
-    def __init__(self, n_in:int, n_classes:int, hidden:int|None=256, dropout:float=0.0):
-        layers = [nn.Flatten()]
+    "Classify `(B, N, F)` features: [a Linear embedding of each input], flatten, [Linear-ReLU-Dropout], Linear to `n_classes`."
+    def __init__(self, features:int, n_classes:int, n_inputs:int=1, embed:int|None=None, hidden:int|None=256, dropout:float=0.0):
+        layers = [nn.Linear(features, embed)] if embed else []               # Taleb et al.'s patch embedding (64)
+        n_in = n_inputs * (embed or features)
+        layers.append(nn.Flatten())
         if hidden: layers += [nn.Linear(n_in, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]; n_in = hidden
         super().__init__(*layers, nn.Linear(n_in, n_classes))
+
+# %% ../../nbs/10_tasks.core.ipynb #1c85bb7c
+def standardise(x, spatial_dims:int=3)->torch.Tensor:
+    "Every input of `(…, C, *S)` standardised on its own, channel by channel: mean 0, standard deviation 1 (a constant one: 0)."
+    return zscore(x.reshape(-1, *x.shape[-spatial_dims:])).view(x.shape)
 
 # %% ../../nbs/10_tasks.core.ipynb #9147edc4
 class GridTask(Task):
@@ -97,11 +143,16 @@ class GridTask(Task):
             self._perms = hamming_permutations(self.n_cells, self.n_perms, self.seed, self.criterion)
         return self._perms
 
+    def gather(self, x, starts, cell)->torch.Tensor:
+        "The cells at `starts` `(B, n, nd)`: `(B, n, C, *cell)`, each standardised on its own if `cell_norm`."
+        cells = gather_cells(x, starts, cell)
+        return standardise(cells, self.spatial_dims) if self.cell_norm else cells
+
     def shuffled_cells(self, x, generator)->tuple:
         "`(cells, idx)`: each crop's cells `(B, n, C, *cell)` in the order of its permutation `perms[idx]`."
         starts, cell = self.cells(x, generator)
         idx = torch.randint(0, self.n_perms, (len(x),), generator=generator, device=generator.device).to(x.device)
-        return gather_cells(x, pick_cells(starts, self.perms.to(x.device)[idx]), cell), idx
+        return self.gather(x, pick_cells(starts, self.perms.to(x.device)[idx]), cell), idx
 
 # %% ../../nbs/10_tasks.core.ipynb #cfeb2355
 class TaskSamples(Callback):
@@ -197,9 +248,49 @@ def pretrain_learner(
     learn.task, learn.encoder = task, encoder
     return learn
 
+# %% ../../nbs/10_tasks.core.ipynb #61209931
+def pretrain_dls(
+    task,                      # a `Task` or its name in `TASKS`
+    items:list,                # scans (their labels are not read)
+    preset:str='cpu',          # the task's preset
+    pre:Preprocess=None,       # preprocessing (default: the preset's `norm`)
+    valid_pct:float=0.1,       # share of subjects for validation
+    seed:int=0,
+    samples_per_scan:int=1,    # crops per scan and epoch
+    steps_per_epoch:int=None,  # or: training epochs of this many batches (scans repeated as needed)
+    mask:bool=False,           # append a filler-mask channel (`ScanDL`)
+    device=None,
+    **overrides,               # preset settings or task parameters to change
+)->tuple:                      # (task, DataLoaders, settings)
+    "The task as `preset` sets it up, `DataLoaders` of unlabeled crops as the preset says, and the resolved settings."
+    t, p = get_task(task).setup(preset, **overrides)
+    pre = pre or Preprocess(norm=p['norm'])
+    if steps_per_epoch: samples_per_scan = max(1, -(-steps_per_epoch * p['bs'] // len(items)))
+    dls = scan_dls(unlabeled(items), p['crop'], pre=pre, bs=p['bs'], valid_pct=valid_pct, seed=seed, samples_per_scan=samples_per_scan,
+                   fit=p['fit'], mask=mask, device=device)
+    if steps_per_epoch: dls.train.n = steps_per_epoch * p['bs']
+    return t, dls, {**p, 'norm': pre.norm, 'preprocessing': pre.to_dict()}
+
 # %% ../../nbs/10_tasks.core.ipynb #d29bba3d
 def save_pretrained(learn:Learner, path, preprocess=None, overwrite:bool=False, **meta)->Path:
     "Save the pretrained encoder of `learn` with the task, its settings and the preprocessing."
     pre = preprocess.to_dict() if hasattr(preprocess, 'to_dict') else preprocess
     return save_encoder(learn.encoder, path, overwrite=overwrite, task=learn.task.name,
                         task_config=learn.task.config(), preprocessing=pre, **meta)
+
+# %% ../../nbs/10_tasks.core.ipynb #c5bb6d7f
+def preset_table(
+    task,                  # a `Task` or its name
+    why:dict,              # setting → why the cpu preset differs from the paper's
+    also:dict=None,        # setting → (here, the paper, why): departures of both presets
+)->'pd.DataFrame':
+    "Every setting where the `cpu` preset differs from `paper`, side by side with the reason; refuses a difference without one."
+    import pandas as pd
+    t = get_task(task)
+    (tc, sc), (tp, sp) = t.setup('cpu'), t.setup('paper')
+    cpu, paper = {**tc.config(), **sc}, {**tp.config(), **sp}
+    diff = [k for k in cpu if cpu[k] != paper.get(k)]
+    if missing := [k for k in diff if k not in why]: raise ValueError(f"{t.name}: no reason given for the cpu preset's {', '.join(missing)}")
+    if stale := [k for k in why if k not in diff]: raise ValueError(f"{t.name}: a reason is given for {', '.join(stale)}, where the presets agree")
+    rows = [(k, cpu[k], paper[k], why[k]) for k in diff] + [(k, *v) for k, v in (also or {}).items()]
+    return pd.DataFrame(rows, columns=['setting', 'cpu preset', 'paper', 'why']).set_index('setting')

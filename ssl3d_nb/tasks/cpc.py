@@ -42,14 +42,17 @@ class MaskedConv(nn.Module):
     def forward(self, x): return self.conv(F.pad(x, self.pad))
 
 class CPCHead(nn.Module):
-    "Context network (masked convolutions) over the grid of patch codes, and one linear predictor per step."
-    def __init__(self, features:int, spatial_dims:int=3, steps:int=2, skip:int=1, layers:int=3):
+    "[A linear code of each patch's features,] a context network (masked convolutions) over the grid of codes, one linear predictor per step."
+    def __init__(self, features:int, spatial_dims:int=3, steps:int=2, skip:int=1, layers:int=3, code:int=None):
         super().__init__()
         store_attr('spatial_dims,steps,skip')
+        self.code = nn.Linear(features, code) if code else nn.Identity()      # Taleb et al.'s code size (1024)
+        features = code or features
         self.context = nn.Sequential(*[m for _ in range(layers) for m in (MaskedConv(features, spatial_dims), nn.ReLU(inplace=True))])
         self.predict = nn.ModuleList([nn.Linear(features, features) for _ in range(steps)])
 
     def forward(self, z):                                          # z: (B, G**nd, F)
+        z = self.code(z)
         B, N, Fz = z.shape
         G = round(N ** (1 / self.spatial_dims))
         rows = G - self.skip - self.steps                          # rows that have a target for every step
@@ -64,8 +67,11 @@ class CPCHead(nn.Module):
 # %% ../../nbs/15_tasks.cpc.ipynb #6f1dbe78
 class CPC(Task):
     "Contrastive predictive coding over an overlapping grid of patches: InfoNCE (or the official code's binary variant)."
-    presets = {'cpu': dict(crop=32, bs=8, width_mult=0.25, lr=1e-3),
-               'paper': dict(crop=128, bs=8, width_mult=1.0, lr=1e-3)}
+    @property
+    def presets(self):
+        lr = 1e-3 if self.spatial_dims == 3 else 5e-4          # Taleb et al.: 1e-3 for 3D proxy tasks, 5e-4 for 2D
+        return {'cpu': dict(crop=32, bs=8, width_mult=0.25, lr=lr),
+                'paper': dict(crop=128, bs=8, width_mult=1.0, lr=lr, norm='minmax', code=1024)}
     def __init__(self,
                  spatial_dims:int=3,       # 3: patches of a crop; 2: of a slice
                  grid:int=7,               # patches per axis, overlapping by half
@@ -74,10 +80,11 @@ class CPC(Task):
                  layers:int=3,             # masked convolutions in the context network
                  loss:str='infonce',       # 'infonce' (N-way) or 'binary' (one negative, BCE: the official code)
                  temperature:float=1.0,
-                 min_patch:int=8):         # smallest patch accepted
+                 min_patch:int=8,          # smallest patch accepted
+                 code:int=None):           # each patch's features → a code of this size by a linear layer (None: as they are)
         if loss not in ('infonce', 'binary'): raise ValueError(f"loss must be 'infonce' or 'binary', not {loss!r}")
         super().__init__(spatial_dims=spatial_dims, grid=grid, steps=steps, skip=skip, layers=layers, loss_kind=loss,
-                         temperature=temperature, min_patch=min_patch)
+                         temperature=temperature, min_patch=min_patch, code=code)
         self.name = 'cpc' if spatial_dims == 3 else 'cpc-2d'
 
     def min_size(self): return ((self.grid + 1) * (self.min_patch // 2),) * self.spatial_dims
@@ -89,7 +96,7 @@ class CPC(Task):
                              f"min_patch={self.min_patch}; use crops of at least {'×'.join(map(str, self.min_size()))}")
         return (patch_grid(x, self.grid),), (torch.arange(len(x), device=x.device),)
 
-    def head(self, encoder): return CPCHead(encoder.out_channels, self.spatial_dims, self.steps, self.skip, self.layers)
+    def head(self, encoder): return CPCHead(encoder.out_channels, self.spatial_dims, self.steps, self.skip, self.layers, self.code)
 
     def loss(self, out, *_):
         preds, targets = out

@@ -58,8 +58,10 @@ def augment(
 class Exemplar(Task):
     "Taleb et al.'s exemplar task: triplet loss between a scan, its augmented copy and another scan's copy."
     min_batch = 2
-    presets = {'cpu': dict(crop=32, bs=8, width_mult=0.25, lr=3e-3, samples_per_scan=2),
-               'paper': dict(crop=128, bs=8, width_mult=1.0, lr=1e-3)}
+    @property
+    def presets(self):
+        if self.spatial_dims == 2: return {'cpu': dict(crop=32, bs=8, width_mult=0.25, lr=5e-4, norm='minmax'), 'paper': dict(crop=128, bs=8, width_mult=1.0, lr=5e-4, norm='minmax', embed=1024)}
+        return {'cpu': dict(crop=32, bs=8, width_mult=0.25, lr=3e-3, norm='minmax'), 'paper': dict(crop=128, bs=8, width_mult=1.0, lr=1e-3, norm='minmax', embed=1024)}
     def __init__(self, spatial_dims:int=3, embed:int=128, margin:float=1.0,
                  p_flip:float=0.5, p_rot:float=0.5, p_intensity:float=0.5, p_zoom:float=0.2):
         super().__init__(spatial_dims=spatial_dims, embed=embed, margin=margin,

@@ -14,8 +14,11 @@ __all__ = ['Jigsaw']
 # %% ../../nbs/12_tasks.jigsaw.ipynb #198299a1
 class Jigsaw(GridTask):
     "Shuffle a grid of jittered cells by one of `n_perms` Hamming-distant permutations and predict which one."
-    presets = {'cpu': dict(crop=48, bs=8, width_mult=0.25, lr=1e-3),
-               'paper': dict(crop=128, bs=8, width_mult=1.0, lr=1e-3)}
+    @property
+    def presets(self):
+        lr = 1e-3 if self.spatial_dims == 3 else 5e-4          # Taleb et al.: 1e-3 for 3D proxy tasks, 5e-4 for 2D
+        return {'cpu': dict(crop=48, bs=8, width_mult=0.25, lr=lr),
+                'paper': dict(crop=128, bs=8, width_mult=1.0, lr=lr, norm='minmax', n_perms=1000, embed=64)}
     def __init__(self,
                  spatial_dims:int=3,      # 3: cells of a crop; 2: tiles of a slice
                  grid:int=3,              # cells per axis
@@ -24,9 +27,11 @@ class Jigsaw(GridTask):
                  n_perms:int=100,         # P, the number of classes
                  criterion:str='max-min', # how the permutations are chosen (`hamming_permutations`)
                  seed:int=0,              # seed of the permutation set
-                 min_cell:int=8):         # smallest cell size accepted
+                 min_cell:int=8,          # smallest cell size accepted
+                 embed:int=None,          # each cell's features → this many by one shared linear layer (None: as they are)
+                 cell_norm:bool=True):    # standardise every cell on its own (mean 0, std 1)
         super().__init__(spatial_dims=spatial_dims, grid=grid, jitter=jitter, gap=gap, n_perms=n_perms,
-                         criterion=criterion, seed=seed, min_cell=min_cell)
+                         criterion=criterion, seed=seed, min_cell=min_cell, embed=embed, cell_norm=cell_norm)
         self.name = 'jigsaw' if spatial_dims == 3 else 'jigsaw-2d'
 
     def make(self, x, generator, train=True):
@@ -34,7 +39,8 @@ class Jigsaw(GridTask):
         cells, idx = self.shuffled_cells(x, generator)                                # permute the starts, gather once
         return (cells,), (idx,)
 
-    def head(self, encoder): return ClassifierHead(self.n_cells * encoder.out_channels, self.n_perms)
+    def head(self, encoder): return ClassifierHead(encoder.out_channels, self.n_perms, n_inputs=self.n_cells, embed=self.embed)
+    def probe_targets(self, targets): return {'permutation': (targets[0], self.n_perms)}
 
 register_task(Jigsaw(3))
 register_task(Jigsaw(2));

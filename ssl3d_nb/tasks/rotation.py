@@ -15,8 +15,10 @@ __all__ = ['Rotation']
 # %% ../../nbs/11_tasks.rotation.ipynb #4c256a96
 class Rotation(Task):
     "Predict which of Taleb et al.'s rotations (10 in 3D, 4 in 2D) was applied to a crop."
-    presets = {'cpu': dict(crop=32, bs=8, width_mult=0.25, lr=3e-3),
-               'paper': dict(crop=128, bs=8, width_mult=1.0, lr=1e-3)}
+    @property
+    def presets(self):
+        if self.spatial_dims == 2: return {'cpu': dict(crop=32, bs=8, width_mult=0.25, lr=5e-4), 'paper': dict(crop=128, bs=8, width_mult=1.0, lr=5e-4, norm='minmax')}
+        return {'cpu': dict(crop=32, bs=8, width_mult=0.25, lr=3e-3), 'paper': dict(crop=128, bs=8, width_mult=1.0, lr=1e-3, norm='minmax')}
     def __init__(self, spatial_dims:int=3, copies:int=4):
         n = n_rotations(spatial_dims)
         if not 1 <= copies <= n: raise ValueError(f"copies must be between 1 and {n}, got {copies}")
@@ -31,6 +33,7 @@ class Rotation(Task):
         return (rotate_batch(x, cls, src=[b for b in range(B) for _ in range(k)])[:, None],), (cls,)
 
     def head(self, encoder): return ClassifierHead(encoder.out_channels, self.n_classes)
+    def probe_targets(self, targets): return {'rotation': (targets[0], self.n_classes)}
 
 register_task(Rotation(3))
 register_task(Rotation(2));

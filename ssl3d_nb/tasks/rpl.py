@@ -15,16 +15,21 @@ __all__ = ['RPL']
 # %% ../../nbs/13_tasks.rpl.ipynb #41a1b1ab
 class RPL(GridTask):
     "Relative patch location: classify the position of a query cell relative to the centre cell of a grid."
-    presets = {'cpu': dict(crop=48, bs=8, width_mult=0.25, lr=1e-3),
-               'paper': dict(crop=128, bs=8, width_mult=1.0, lr=1e-3)}
+    @property
+    def presets(self):
+        lr = 1e-3 if self.spatial_dims == 3 else 5e-4          # Taleb et al.: 1e-3 for 3D proxy tasks, 5e-4 for 2D
+        return {'cpu': dict(crop=48, bs=8, width_mult=0.25, lr=lr),
+                'paper': dict(crop=128, bs=8, width_mult=1.0, lr=lr, norm='minmax', embed=64)}
     def __init__(self,
                  spatial_dims:int=3,   # 3: cells of a crop; 2: tiles of a slice
                  grid:int=3,           # cells per axis (odd, so that there is a centre)
                  jitter:int=3,         # random shift of each cell, voxels per side
                  gap:int=0,            # voxels between cell slots
-                 min_cell:int=8):      # smallest cell size accepted
+                 min_cell:int=8,       # smallest cell size accepted
+                 embed:int=None,       # each cell's features → this many by one shared linear layer (None: as they are)
+                 cell_norm:bool=True): # standardise every cell on its own (mean 0, std 1)
         if grid % 2 == 0: raise ValueError(f"the grid needs a centre cell: grid must be odd, got {grid}")
-        super().__init__(spatial_dims=spatial_dims, grid=grid, jitter=jitter, gap=gap, min_cell=min_cell)
+        super().__init__(spatial_dims=spatial_dims, grid=grid, jitter=jitter, gap=gap, min_cell=min_cell, embed=embed, cell_norm=cell_norm)
         self.name = 'rpl' if spatial_dims == 3 else 'rpl-2d'
 
     @property
@@ -38,9 +43,10 @@ class RPL(GridTask):
         cls = torch.randint(0, self.n_classes, (len(x),), generator=generator, device=generator.device).to(x.device)
         query = cls + (cls >= self.centre).long()                                   # class k = k-th cell, skipping the centre
         pair = torch.stack([torch.full_like(query, self.centre), query], 1)         # (B, 2): centre, query
-        return (gather_cells(x, pick_cells(starts, pair), cell),), (cls,)
+        return (self.gather(x, pick_cells(starts, pair), cell),), (cls,)
 
-    def head(self, encoder): return ClassifierHead(2 * encoder.out_channels, self.n_classes)
+    def head(self, encoder): return ClassifierHead(encoder.out_channels, self.n_classes, n_inputs=2, embed=self.embed)
+    def probe_targets(self, targets): return {'position': (targets[0], self.n_classes)}
 
 register_task(RPL(3))
 register_task(RPL(2));

@@ -39,9 +39,10 @@ class Rubik(GridTask):
                  jitter:int=2,           # ...plus a random shift per cube and side
                  alpha:float=0.5, beta:float=0.5,   # loss weights of ordering and turns
                  seed:int=0,             # seed of the permutation set
-                 min_cell:int=16):       # smallest cube (VGG3d pools 4 times)
+                 min_cell:int=16,        # smallest cube (VGG3d pools 4 times)
+                 cell_norm:bool=True):   # standardise every cube on its own (mean 0, std 1)
         super().__init__(turns=turns, grid=2, n_perms=n_perms, gap=gap, jitter=jitter, alpha=alpha, beta=beta if turns else 0.0,
-                         seed=seed, min_cell=min_cell)
+                         seed=seed, min_cell=min_cell, cell_norm=cell_norm)
         self.name = 'rubik' if turns else 'rubik-order'
 
     def encoder(self, in_channels=1, width_mult=0.25): return VGG3d(in_channels, width_mult=width_mult)
@@ -55,6 +56,8 @@ class Rubik(GridTask):
         return (cubes,), (idx, turn.flatten(1).float())          # turn targets: (cube 0 h, cube 0 v, cube 1 h, …)
 
     def head(self, encoder): return RubikHead(encoder.out_channels, self.n_perms, self.turns)
+    def probe_targets(self, targets):
+        return {'ordering': (targets[0], self.n_perms), **({'turns': (targets[1], 2)} if self.turns else {})}
 
     def loss(self, pred, order, turn=None):
         if not self.turns: return rubik_loss(pred, order, alpha=self.alpha, beta=0)
