@@ -12,11 +12,11 @@ import torch.nn as nn
 from .core import *
 from .preprocess import Preprocess
 from .data import load_scans, scan_dls, subject_split, labeled_subset, subject_of, unlabeled
-from .models import ResUNetEncoder, load_encoder
+from .models import load_encoder
 from .checkpoint import Checkpoint
 from .parallel import data_parallel, speedups, is_main, barrier
 from fastai.torch_core import num_distrib
-from .tasks import get_task, pretrain_learner, pretrain_dls, save_pretrained
+from .tasks import pretrain_learner, pretrain_dls, save_pretrained
 from .finetune import seg_dls, finetune_learner, fit_finetune, evaluate, SegAugment, History, KeepBest, slices, save_model
 
 # %% auto #0
