@@ -4,7 +4,7 @@
 
 # %% ../nbs/08a_parallel.ipynb #62155c89
 from __future__ import annotations
-import os, sys
+import os, sys, atexit
 from contextlib import contextmanager
 import torch
 import torch.distributed as dist
@@ -39,7 +39,11 @@ def init_distributed()->tuple:
         cuda = torch.cuda.is_available()
         if cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         dist.init_process_group('nccl' if cuda else 'gloo')
+        atexit.register(_leave)                   # a group left standing at exit can abort the process (gloo's threads)
     return rank_distrib(), max(1, num_distrib())
+
+def _leave():
+    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
 def _broadcast(self, t, rank):
     "Send rank `rank`'s batch order (any picklable indices) to every process, on any backend."
