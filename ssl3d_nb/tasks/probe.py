@@ -105,7 +105,7 @@ def shortcut_probe(
     if not probeable(task):
         raise ValueError(f"{get_task(task).name} has no classification target for a shortcut probe (it checks the tasks that classify: "
                          "rotation, jigsaw, rpl, rubik, rubik-order, doersch and their 2D versions)")
-    t, dls, p = pretrain_dls(task, items, preset, pre, valid_pct=valid_pct, seed=seed, mask=True, device='cpu', bs=bs, **overrides)
+    t, dls, _ = pretrain_dls(task, items, preset, pre, valid_pct=valid_pct, seed=seed, mask=True, device='cpu', bs=bs, **overrides)
     held_out = dls.train.new(scans=dls.valid.scans, seed=seed + 1, drop_last=False)               # random crops, as in training, of unseen subjects
     sets = [tuple(s) for s in sets] if sets else ([(c,) for c in cues] if separately and len(cues) > 1 else []) + [tuple(cues)]
     cues = tuple(dict.fromkeys(c for s in sets for c in s))
