@@ -9,29 +9,45 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
+from fastcore.foundation import L
 from fastai.learner import Learner
+from fastai.torch_core import to_device
 from fastai.callback.core import Callback, CancelEpochException
 from .core import *
-from .models import write_checkpoint
+from .models import write_checkpoint, read_checkpoint
 from .parallel import unwrap, is_main
 
 # %% auto #0
-__all__ = ['rng_states', 'set_rng_states', 'Checkpoint']
+__all__ = ['RUN_FORMAT', 'rng_states', 'set_rng_states', 'plain', 'read_run', 'Checkpoint']
 
 # %% ../nbs/09a_checkpoint.ipynb #ae0288ef
 def rng_states(dls=None)->dict:
-    "The global random states (Python, NumPy, PyTorch CPU and CUDA) and each data loader's."
-    st = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state(),
-          'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    "The global random states (Python, NumPy, PyTorch CPU and CUDA) and each data loader's, as tensors and plain values."
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    st = {'python': random.getstate(), 'numpy': (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+          'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     if dls is not None: st['loaders'] = [unwrap(dl).rng.getstate() for dl in dls.loaders]
     return st
 
 def set_rng_states(st:dict, dls=None):
     "Restore what `rng_states` returned."
-    random.setstate(st['python']); np.random.set_state(st['numpy']); torch.set_rng_state(st['torch'])
+    name, keys, pos, has_gauss, gauss = st['numpy']
+    random.setstate(st['python']); np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(st['torch'])
     if st['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
     if dls is not None and 'loaders' in st:
         for dl, s in zip(dls.loaders, st['loaders']): unwrap(dl).rng.setstate(s)
+
+def plain(x):
+    "`x` as tensors and plain Python values only (NumPy scalars and arrays converted): what `torch.load(weights_only=True)` reads back."
+    if isinstance(x, np.generic): return x.item()                     # before `float`: NumPy's float64 is a float subclass
+    if isinstance(x, torch.Tensor) or x is None or isinstance(x, (bool, int, float, str)): return x
+    if isinstance(x, np.ndarray): return torch.from_numpy(x)
+    if isinstance(x, dict): return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, tuple): return tuple(plain(v) for v in x)
+    if isinstance(x, (list, L)): return [plain(v) for v in x]        # fastcore's `L` (the recorder's values) as a list
+    raise TypeError(f"a checkpoint holds only tensors and plain values, not a {type(x).__name__}")
+
 
 # %% ../nbs/09a_checkpoint.ipynb #df79037b
 @patch
@@ -41,13 +57,31 @@ def _do_fit(self:Learner):
         self._with_events(self._do_epoch, 'epoch', CancelEpochException)
 
 # %% ../nbs/09a_checkpoint.ipynb #a5a32ae9
+RUN_FORMAT = 'ssl3d_nb.run/1'
+_RUN_KEYS = {'phase': str, 'epoch': int, 'done': bool, 'phases_done': list, 'model': dict, 'opt': dict, 'rng': dict,
+             'generators': dict, 'callbacks': dict, 'values': list, 'smooth_loss': (tuple, list)}
+
+def read_run(path)->dict:
+    "A `Checkpoint`'s file, read without unpickling code and checked to be whole; any problem is a `DataError` naming the file."
+    return read_checkpoint(path, RUN_FORMAT, 'run checkpoint', need=_RUN_KEYS)
+
 class Checkpoint(Callback):
     "Save the run's whole state to `path` after every epoch and fit; with `resume`, continue from the file."
     order = 90                 # after the recorder and every callback whose state it saves
     def __init__(self, path, resume:bool=False):
         self.path = Path(path)
-        self.pending = torch.load(self.path, weights_only=False) if resume and self.path.exists() else None
+        self.pending = read_run(self.path) if resume and self.path.exists() else None
         self.resumed_from = None if self.pending is None else (self.pending['phase'], self.pending['epoch'], self.pending['done'])
+
+    def after_create(self):
+        "A checkpoint of another network is refused when the learner is made, before anything is trained or written."
+        if self.pending is None: return
+        have = {k: tuple(v.shape) for k, v in unwrap(self.learn.model).state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in self.pending['model'].items()}
+        if have != got:
+            diff = sorted(set(have) ^ set(got)) or [k for k in have if have[k] != got[k]]
+            raise DataError(f"{self.path}: its weights do not fit this run's network (e.g. {diff[0]}: {got.get(diff[0])} in the file, "
+                            f"{have.get(diff[0])} here); it comes from another run")
 
     @property
     def phase(self)->str: return getattr(self.learn, 'phase', None) or 'fit'
@@ -73,7 +107,10 @@ class Checkpoint(Callback):
         if p is None: return
         if p['phase'] != self.phase and not p['done']:
             raise ValueError(f"{self.path}: the checkpoint is in phase {p['phase']!r}, but this fit is phase {self.phase!r}")
-        unwrap(self.learn.model).load_state_dict(p['model']); self.learn.opt.load_state_dict(p['opt'])
+        dev = next(unwrap(self.learn.model).parameters()).device        # the file is read onto the CPU; the optimiser's state goes where the weights are
+        try: unwrap(self.learn.model).load_state_dict(p['model']); self.learn.opt.load_state_dict(to_device(p['opt'], dev))
+        except (RuntimeError, KeyError, ValueError, IndexError) as e:
+            raise DataError(f"{self.path}: its weights do not fit this run's network ({' '.join(str(e).split())[:200]}); it comes from another run") from None
         set_rng_states(p['rng'], self.dls)
         for cb in self.learn.cbs:
             for k, v in p['callbacks'].get(type(cb).__name__, {}).items(): setattr(cb, k, v)
@@ -94,7 +131,7 @@ class Checkpoint(Callback):
 
     def _save(self, done:bool):
         "Write the state atomically; in a data-parallel run only rank 0 writes (the replicas are identical), every process reads it on resume."
-        if is_main(): write_checkpoint({'format': 'ssl3d_nb.run/1', **self._state(done)}, self.path, overwrite=True)
+        if is_main(): write_checkpoint({'format': RUN_FORMAT, **plain(self._state(done))}, self.path, overwrite=True)
     def after_epoch(self): self._save(done=False)
     def after_cancel_fit(self): self.cancelled = True
     def after_fit(self):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #d4c47131
 from __future__ import annotations
-import os, sys, time, json, tempfile
+import os, sys, time, json, tempfile, threading
 from pathlib import Path
 from fastcore.script import call_parse, anno_parser
 import ssl3d_nb
@@ -13,10 +13,52 @@ from .io import *
 from .preprocess import *
 from .data import *
 from .parallel import init_distributed, is_main, barrier
+from .runs import RunFolder, collective, write_text
 
 # %% auto #0
-__all__ = ['COMMANDS', 'info', 'prepare_out', 'pretrain', 'finetune', 'evaluate', 'scan_features', 'features', 'demo',
-           'benchmark', 'main']
+__all__ = ['COMMANDS', 'info', 'pretrain', 'finetune', 'evaluate', 'scan_features', 'features', 'demo', 'benchmark', 'error_line',
+           'Interrupted', 'interrupted_line', 'launch', 'main']
+
+# %% ../nbs/90_cli.ipynb #7fbcda6c
+def _require(cmd:str, **opts):
+    if missing := [k for k, v in opts.items() if v is None]:
+        raise ValueError(f"ssl3d {cmd}: " + ', '.join(f'--{k}' for k in missing) + f" {'is' if len(missing) == 1 else 'are'} required")
+
+def _positive(**opts):
+    "Refuse an option that must be a positive number (a whole one where its default is an int): 0, negative, NaN or infinite."
+    for k, v in opts.items():
+        if v is None: continue
+        if not (isinstance(v, (int, float)) and v == v and abs(v) != float('inf') and v > 0):
+            raise ValueError(f"--{k.replace('_', '-')} must be a positive number, not {v}")
+
+def _choice(name:str, v, allowed):
+    if v not in allowed: raise ValueError(f"--{name} must be one of {', '.join(map(str, allowed))}, not {v!r}")
+
+def _inputs(data, items=(), *files)->list:
+    "What a command reads: the data path, every file its items name, and any other input files (encoder, model)."
+    fs = [p for it in items for k in ('image', 'label') if k in it for p in (it[k] if isinstance(it[k], list) else [it[k]])]
+    return [Path(data), *fs, *[Path(f) for f in files if f and Path(f).exists()]]
+
+def _out_file(out, force:bool, inputs=())->Path|None:
+    "A single output file (`--out FILE`): refused if it exists (unless `force`) or is one of the inputs, whatever `force` says."
+    if out is None: return None
+    out = Path(out)
+    if any(out.resolve() == Path(p).resolve() for p in inputs): raise ValueError(f"{out}: is an input of this command; write the results elsewhere")
+    if out.is_dir(): raise FileExistsError(f"{out}: is a folder; give a file name")
+    if out.exists() and not force: raise FileExistsError(f"{out}: exists; pass --force to replace it")
+    return out
+
+def _say(*args, **kwargs):
+    "Print from one process only (rank 0 of a `torchrun` run)."
+    if is_main(): print(*args, **kwargs)
+
+def _resuming(out:Path, epochs:int, what:str='training'):
+    "Say where a resumed run goes on: after which epoch of its checkpoint."
+    from ssl3d_nb.checkpoint import read_run
+    ck = out/'checkpoint.pth'
+    if not ck.exists(): return _say(f"--resume: {out} holds no checkpoint yet; {what} starts from the first epoch")
+    p = read_run(ck)
+    _say(f"resuming {what} in {out} after epoch {p['epoch'] + 1} of {epochs} (its checkpoint.pth" + (f", phase {p['phase']})" if p['phase'] != 'fit' else ')'))
 
 # %% ../nbs/90_cli.ipynb #60a6f78a
 def _norm(norm:str): return None if norm == 'none' else norm      # the flag's 'none' is `Preprocess`'s None
@@ -31,9 +73,10 @@ def info(
     force:bool=False,         # replace `out` if it exists
 ):
     "Load every scan under PATH, preprocess it, and print shapes, spacings, intensity ranges and label counts."
-    if out and Path(out).exists() and not force: raise FileExistsError(f"{out}: exists; pass --force to replace it")
+    _positive(spacing=spacing); _choice('norm', norm, ('zscore', 'minmax', 'meanmax', 'none'))
     t0 = time.time()
     items = find_scans(path)
+    out = _out_file(out, force, _inputs(path, items))
     pre = Preprocess(crop_foreground=crop, spacing=spacing, norm=_norm(norm))
     df = scan_table(items, pre)
     import pandas as pd
@@ -44,40 +87,8 @@ def info(
     n_lab = sum('label' in it for it in items)
     print(f"\n{len(items)} scans ({n_lab} labelled) in {df['dataset'].nunique()} folders; "
           f"preprocessing: {', '.join(f'{k}={v}' for k, v in pre.to_dict().items() if v not in (None, False, 0))}; {time.time() - t0:.1f}s")
-    if out: df.to_csv(out, index=False); print(f"table written to {out}")
+    if out: write_text(out, df.to_csv(index=False)); print(f"table written to {out}")
     return df
-
-# %% ../nbs/90_cli.ipynb #7fbcda6c
-def _require(cmd:str, **opts):
-    if missing := [k for k, v in opts.items() if v is None]:
-        raise ValueError(f"ssl3d {cmd}: " + ', '.join(f'--{k}' for k in missing) + f" {'is' if len(missing) == 1 else 'are'} required")
-
-def prepare_out(out, products:list, config:dict, resume:bool=False, force:bool=False, resumable:bool=True)->Path:
-    "Make the output folder `out` ready: refuse our files there unless `resume` (same `config`) or `force` (remove them)."
-    out = Path(out)
-    if out.exists() and not out.is_dir(): raise FileExistsError(f"{out}: exists and is not a folder")
-    ours = [out/f for f in [*products, 'config.json', 'history.csv', 'checkpoint.pth']]
-    found = [f for f in ours if f.exists()]
-    cfg = out/'config.json'
-    if resume and cfg.exists():
-        old = json.loads(cfg.read_text())
-        if diff := {k: (old.get(k), v) for k, v in config.items() if k not in ('resume', 'force') and old.get(k) != v}:
-            raise ValueError(f"{cfg}: --resume needs the settings of the interrupted run; these differ: "
-                             + ', '.join(f"{k} {a!r} → {b!r}" for k, (a, b) in diff.items()) + " (or --force to start over)")
-    elif found and not force:
-        raise FileExistsError(f"{out}: holds {', '.join(f.name for f in found)} from an earlier run; "
-                              + ("pass --resume to continue it or --force to start over" if resumable else "pass --force to start over"))
-    barrier()                  # every process has checked before the first one writes
-    if is_main():
-        for f in ([] if resume and cfg.exists() else found): f.unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(json.dumps(config, indent=1, default=str) + '\n')
-    barrier()
-    return out
-
-def _say(*args, **kwargs):
-    "Print from one process only (rank 0 of a `torchrun` run)."
-    if is_main(): print(*args, **kwargs)
 
 # %% ../nbs/90_cli.ipynb #a280b015
 def _probe(task, items, preset, seed, **overrides):
@@ -114,42 +125,61 @@ def pretrain(
     precision:str='fp32',     # fp32, or bf16 / fp16 mixed precision (GPU)
     channels_last:bool=False, # store 3D tensors channels-last (fine-tuning does so on a CPU anyway)
     resume:bool=False,        # continue the interrupted run in `out` from its last checkpoint
-    force:bool=False,         # start over in an `out` that holds an earlier run
+    force:bool=False,         # start over in an `out` that holds an earlier run (only files ssl3d wrote there are removed)
 ):
     "Pretrain an encoder with a self-supervised proxy task on unlabeled scans."
     _require('pretrain', task=task, data=data, out=out)
     from ssl3d_nb.tasks import TASKS
-    from ssl3d_nb.experiments import pretrain_encoder
-    from ssl3d_nb.models import load_encoder
+    from ssl3d_nb.experiments import pretrain_setup, pretrain_fit
+    from ssl3d_nb.parallel import PRECISIONS
     if task not in TASKS: raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
+    _positive(epochs=epochs, steps=steps, bs=bs, size=size, lr=lr, width=width); _choice('precision', precision, PRECISIONS)
+    t, p = TASKS[task].setup(preset, bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit)   # refuses an unknown preset, norm or fit
     items = find_scans(data)
-    t, p = TASKS[task].setup(preset, bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit)   # refuses an unknown preset
     _, procs = init_distributed()
     config = dict(command='pretrain', task=task, data=str(Path(data).resolve()), n_scans=len(items), epochs=epochs, steps=steps, preset=preset,
                   bs=p['bs'], size=p['crop'], lr=p['lr'], width=p['width_mult'], norm=p['norm'], fit=p['fit'], seed=seed,
                   precision=precision, channels_last=channels_last, processes=procs, version=ssl3d_nb.__version__)
-    out = prepare_out(out, ['encoder.pth'], config, resume, force)
-    if probe: _probe(task, items, preset, seed, crop=size, norm=norm, fit=fit)
-    t0 = time.time()
-    _say(f"pretraining {task} on {len(items)} scans from {data}: {epochs} epochs × {steps} steps "
-         f"of {p['bs']} crops of {p['crop']}³, {p['norm']} intensities, fit={p['fit']}" + (f" in each of {procs} processes" if procs > 1 else ''))
-    enc = pretrain_encoder(task, items, out/'encoder.pth', steps=epochs * steps, steps_per_epoch=steps, seed=seed, preset=preset,
-                           bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit, checkpoint=out/'checkpoint.pth', resume=resume,
-                           progress=True, precision=precision, channels_last=channels_last)
-    import pandas as pd
-    net, meta = load_encoder(enc)
-    hist = pd.DataFrame(meta['history']); hist.insert(0, 'epoch', range(len(hist)))
-    if is_main(): hist.to_csv(out/'history.csv', index=False)
-    _say(f"encoder ({type(net).__name__}) written to {enc} ({time.time() - t0:.0f}s); history in {out/'history.csv'}")
+    run = RunFolder(out, ['encoder.pth'], config, resume, force, inputs=_inputs(data, items), command=f'ssl3d pretrain --task {task}')
+    collective(run.check)                                             # nothing written yet, and nothing will be if a check below fails
+    ck = Path(out)/'checkpoint.pth'
+    learn, p = pretrain_setup(task, items, preset, seed=seed, steps_per_epoch=steps, checkpoint=ck, resume=resume, precision=precision,
+                              channels_last=channels_last, bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit)
+    check_images(learn.dls.train.scans + learn.dls.valid.scans, 'pretraining')
+    with run:
+        out = run.path
+        if probe: _probe(task, items, preset, seed, crop=size, norm=norm, fit=fit)
+        if resume: _resuming(out, epochs, 'pretraining')
+        t0 = time.time()
+        _say(f"pretraining {task} on {len(items)} scans from {data}: {epochs} epochs × {steps} steps "
+             f"of {p['bs']} crops of {p['crop']}³, {p['norm']} intensities, fit={p['fit']}" + (f" in each of {procs} processes" if procs > 1 else ''))
+        enc = out/'encoder.pth'
+        if not enc.exists(): pretrain_fit(learn, enc, epochs, progress=True)
+        import pandas as pd
+        from ssl3d_nb.models import load_encoder
+        net, meta = load_encoder(enc)
+        hist = pd.DataFrame(meta['history']); hist.insert(0, 'epoch', range(len(hist)))
+        if is_main(): write_text(out/'history.csv', hist.to_csv(index=False))
+        _say(f"encoder ({type(net).__name__}) written to {enc} ({time.time() - t0:.0f}s); history in {out/'history.csv'}")
     return enc
 
 # %% ../nbs/90_cli.ipynb #519bb508
 def _labelled(data)->tuple:
-    "The labelled items under `data` and the class names of their dataset."
+    "The labelled items under `data`, the class names of their dataset and its label values."
     items = [it for it in find_scans(data) if 'label' in it]
     if not items: raise DataError(f"{data}: holds no labelled scans (a Decathlon folder: dataset.json, imagesTr/, labelsTr/)")
     labels = decathlon_info(items[0]['root'])['labels']
-    return items, [labels[k] for k in sorted(labels) if k != 0]
+    if 0 not in labels or len(labels) < 2:
+        raise DataError(f"{items[0]['root']/'dataset.json'}: its 'labels' must name 0 (background) and at least one structure, not {labels}")
+    return items, [labels[k] for k in sorted(labels) if k != 0], sorted(labels)
+
+def _channels_fit(net, n:int, source, data, adapt:bool=True):
+    "Check that `net`'s first layer takes the scans' `n` channels; a one-channel encoder is copied across channels, and says so."
+    have = getattr(net, 'in_channels', None)
+    if have is None or have == n: return
+    if adapt and have == 1:
+        return _say(f"note: {source} was pretrained on one channel; its first layer's weights are copied to each of the {n} channels of {data}")
+    raise DataError(f"{source}: takes scans of {have} channel{'s' * (have != 1)}, but those in {data} have {n}")
 
 @call_parse
 def finetune(
@@ -165,31 +195,42 @@ def finetune(
     epochs:int=16,            # epochs of `steps` steps, warm-up included
     steps:int=25,             # optimisation steps per epoch
     lr:float=3e-3,            # peak learning rate of the decoder (the encoder's after warm-up: lr/10)
-    size:int=32,              # crop size in voxels
+    size:int=32,              # crop size in voxels (a multiple of 16)
     bs:int=4,                 # crops per batch
     norm:str=None,            # intensity normalisation: zscore, minmax, meanmax or none (default: the encoder's, else zscore)
     seed:int=0,               # seed of the split, the crops, the augmentation and the weights
     precision:str='fp32',     # fp32, or bf16 / fp16 mixed precision (GPU)
     channels_last:bool=False, # store 3D tensors channels-last (fine-tuning does so on a CPU anyway)
     resume:bool=False,        # continue the interrupted run in `out` from its last checkpoint
-    force:bool=False,         # start over in an `out` that holds an earlier run
+    force:bool=False,         # start over in an `out` that holds an earlier run (only files ssl3d wrote there are removed)
 ):
     "Fine-tune a pretrained encoder, or train the same network from scratch, on a few labelled subjects."
     _require('finetune', data=data, out=out)
     if (labeled is None) == (fraction is None): raise ValueError("ssl3d finetune: give one of --labeled N and --fraction F")
     from ssl3d_nb.data import subject_split, labeled_subset, subject_of, load_scans
     from ssl3d_nb.experiments import finetune_run
-    from ssl3d_nb.models import load_encoder
-    items, names = _labelled(data)
+    from ssl3d_nb.models import load_encoder, check_divisible
+    from ssl3d_nb.finetune import FINETUNE_MODES
+    from ssl3d_nb.parallel import PRECISIONS
+    _positive(labeled=labeled, fraction=fraction, valid=valid, epochs=epochs, steps=steps, lr=lr, size=size, bs=bs)
+    _choice('decoder', decoder, ('unet', 'duc')); _choice('mode', mode, FINETUNE_MODES); _choice('precision', precision, PRECISIONS)
+    if norm is not None: _choice('norm', norm, ('zscore', 'minmax', 'meanmax', 'none'))
+    if warmup < 0: raise ValueError(f"--warmup must be 0 or more epochs, not {warmup}")
+    check_divisible((size,) * 3, 16, f'--size {size}')
+    items, names, label_values = _labelled(data)
     net, epre = load_encoder(encoder) if encoder else (None, {})
+    if net is not None and getattr(net, 'spatial_dims', 3) != 3 and not hasattr(net, 'widths'):
+        raise DataError(f"{encoder}: a point descriptor ({type(net).__name__}) has no feature maps for a segmentation decoder; use it with ssl3d features or knn")
     epre = epre.get('preprocessing')
     if epre and norm is not None and _norm(norm) != _norm(epre.get('norm')):
         raise ValueError(f"--norm {norm} conflicts with {encoder}: it was pretrained on scans normalised with {epre.get('norm') or 'none'}; "
                          "leave out --norm to fine-tune on scans prepared as the encoder's were")
     pre = Preprocess.from_dict(epre) if epre else Preprocess(norm=_norm(norm or 'zscore'))
     subjects = sorted({subject_of(it) for it in items})
-    if valid < 1 or valid >= len(subjects): raise DataError(f"{data}: has {len(subjects)} labelled subjects; --valid {valid} leaves none to train on")
+    if valid >= len(subjects): raise DataError(f"{data}: has {len(subjects)} labelled subjects; --valid {valid} leaves none to train on")
     pool, va = subject_split(items, valid_pct=valid / len(subjects), seed=seed)
+    if labeled is not None and labeled > len({subject_of(items[i]) for i in pool}):
+        raise DataError(f"{data}: --labeled {labeled} subjects asked for, {len(subjects) - valid} are left after {valid} for validation")
     tr = [pool[i] for i in labeled_subset([items[i] for i in pool], n=labeled, fraction=fraction, seed=seed)]
     enc = str(Path(encoder).resolve()) if encoder else None
     _, procs = init_distributed()
@@ -197,21 +238,30 @@ def finetune(
                   decoder=decoder, mode=mode, warmup=warmup, epochs=epochs, steps=steps, lr=lr, size=size, bs=bs, norm=pre.norm or 'none', seed=seed,
                   train_subjects=sorted({subject_of(items[i]) for i in tr}), valid_subjects=sorted({subject_of(items[i]) for i in va}),
                   precision=precision, channels_last=channels_last, processes=procs, version=ssl3d_nb.__version__)
-    out = prepare_out(out, ['model.pth'], config, resume, force)
-    scans = load_scans([items[i] for i in tr + va], pre)
+    run = RunFolder(out, ['model.pth'], config, resume, force, inputs=_inputs(data, items, encoder), command='ssl3d finetune')
+    collective(run.check)                                             # nothing written yet, and nothing will be if a check below fails
+    scans = load_scans([items[i] for i in tr + va], pre, labels=label_values)      # label values outside dataset.json are refused here
+    check_images(scans, 'fine-tuning')
+    _channels_fit(net, scans[0].x.shape[0], encoder, data)
+    if resume and (Path(out)/'checkpoint.pth').exists():
+        from ssl3d_nb.checkpoint import read_run
+        read_run(Path(out)/'checkpoint.pth')                            # a damaged or foreign checkpoint is refused before the folder is claimed
     train, val = scans[:len(tr)], scans[len(tr):]
-    _say(f"{'fine-tuning ' + Path(encoder).name if encoder else 'training from scratch'} on {len(tr)} scans of "
-          f"{len(config['train_subjects'])} subjects, validating on {len(va)}; {epochs} epochs × {steps} steps; "
-          f"{config['norm']} intensities" + (" (the encoder's preprocessing)" if epre else ''))
-    t0 = time.time()
-    row, hist = finetune_run(net, train, val, [], len(names) + 1, steps=epochs * steps, steps_per_epoch=steps, lr=lr, warmup=warmup,
-                             mode=mode, decoder=decoder, size=size, bs=bs, seed=seed, class_names=names, checkpoint=out/'checkpoint.pth',
-                             resume=resume, save=out/'model.pth', progress=True, precision=precision,
-                             channels_last=channels_last or None,
-                             meta=dict(config=config, preprocessing=pre.to_dict(), encoder_file=enc))
-    if is_main(): hist.to_csv(out/'history.csv', index=False)
-    _say(f"kept epoch {row['best_epoch']}: validation mean Dice {hist['mean_dice'].iloc[row['best_epoch']]:.3f}; "
-          f"model written to {out/'model.pth'} ({time.time() - t0:.0f}s)")
+    with run:
+        out = run.path
+        if resume: _resuming(out, epochs, 'fine-tuning')
+        _say(f"{'fine-tuning ' + Path(encoder).name if encoder else 'training from scratch'} on {len(tr)} scans of "
+              f"{len(config['train_subjects'])} subjects, validating on {len(va)}; {epochs} epochs × {steps} steps; "
+              f"{config['norm']} intensities" + (" (the encoder's preprocessing)" if epre else ''))
+        t0 = time.time()
+        row, hist = finetune_run(net, train, val, [], len(names) + 1, steps=epochs * steps, steps_per_epoch=steps, lr=lr, warmup=warmup,
+                                 mode=mode, decoder=decoder, size=size, bs=bs, seed=seed, class_names=names, checkpoint=out/'checkpoint.pth',
+                                 resume=resume, save=out/'model.pth', progress=True, precision=precision,
+                                 channels_last=channels_last or None,
+                                 meta=dict(config=config, preprocessing=pre.to_dict(), encoder_file=enc))
+        if is_main(): write_text(out/'history.csv', hist.to_csv(index=False))
+        _say(f"kept epoch {row['best_epoch']}: validation mean Dice {hist['mean_dice'].iloc[row['best_epoch']]:.3f}; "
+              f"model written to {out/'model.pth'} ({time.time() - t0:.0f}s)")
     return out/'model.pth'
 
 # %% ../nbs/90_cli.ipynb #f9ee2e17
@@ -225,18 +275,23 @@ def evaluate(
 ):
     "Segment labelled scans with a fine-tuned model and report Dice per class and subject (background excluded)."
     _require('evaluate', model=model, data=data)
-    if out and Path(out).exists() and not force: raise FileExistsError(f"{out}: exists; pass --force to replace it")
     from ssl3d_nb.finetune import load_model, evaluate as score
     from ssl3d_nb.data import load_scans, subject_of
     net, meta = load_model(model)
-    items, names = _labelled(data)
+    items, names, label_values = _labelled(data)
+    out = _out_file(out, force, _inputs(data, items, model))
+    if meta['n_classes'] != len(names) + 1:
+        raise DataError(f"{model}: segments {meta['n_classes']} classes ({', '.join(['background', *(meta.get('class_names') or [])])}), "
+                        f"but the dataset.json of {data} names {len(names) + 1} ({', '.join(['background', *names])})")
     cfg = meta.get('config', {})
     seen = set(cfg.get('train_subjects', [])) | set(cfg.get('valid_subjects', []))
     keep = [it for it in items if all or subject_of(it) not in seen]
     if not keep: raise DataError(f"{data}: every labelled subject was used to train or validate {model}; pass --all to score them anyway")
-    pre = Preprocess(**meta['preprocessing']) if meta.get('preprocessing') else Preprocess(norm='zscore')
+    pre = Preprocess.from_dict(meta['preprocessing']) if meta.get('preprocessing') else Preprocess(norm='zscore')
     t0 = time.time()
-    df = score(net, load_scans(keep, pre), meta['n_classes'], meta.get('class_names') or names)
+    scans = load_scans(keep, pre, labels=label_values)
+    _channels_fit(net.encoder, scans[0].x.shape[0], model, data, adapt=False)
+    df = score(net, scans, meta['n_classes'], meta.get('class_names') or names)
     import pandas as pd
     with pd.option_context('display.width', 200, 'display.max_columns', None): print(df.round(3).to_string(index=False))
     dcols = [c for c in df.columns if c.startswith('dice_')]
@@ -245,7 +300,7 @@ def evaluate(
            'dice': {c[5:]: float(df[c].mean()) for c in dcols}, 'subjects': df.to_dict('records')}
     print(f"\n{len(df)} scans" + ('' if all else f" (not the {len(seen)} subjects seen in fine-tuning)") +
           f": mean Dice {res['mean_dice']:.3f} (" + ', '.join(f"{k} {v:.3f}" for k, v in res['dice'].items()) + f"); {time.time() - t0:.0f}s")
-    if out: Path(out).write_text(json.dumps(res, indent=1, default=str) + '\n'); print(f"results written to {out}")
+    if out: write_text(out, json.dumps(res, indent=1, default=str) + '\n'); print(f"results written to {out}")
     return res
 
 # %% ../nbs/90_cli.ipynb #b03491ba
@@ -276,6 +331,13 @@ def scan_features(source, x, affine, step:int=4, level:int=-1)->tuple:
     f = f[(slice(None), *[slice(0, -(-n // s)) for n in shape])]  # the maps' voxels that cover the scan
     return f, _rescale(affine, [n * s for n in f.shape[1:]], f.shape[1:])
 
+def _item_channels(it)->int:
+    "The channels of an item, from its headers alone (no voxel is read)."
+    import nibabel as nib
+    if isinstance(it['image'], list): return len(it['image'])
+    sh = nib.load(it['image']).shape
+    return sh[4] if len(sh) == 5 else sh[3] if len(sh) == 4 else 1
+
 @call_parse
 def features(
     encoder:str=None,         # a pretrained encoder file, or gvdiff / xavier (Blendowski's untrained baselines)
@@ -284,29 +346,42 @@ def features(
     level:int=-1,             # 3D encoders: the pyramid level, 0 (full resolution) … -1 (the coarsest)
     step:int=4,               # point descriptors: every `step`-th voxel
     norm:str=None,            # intensity normalisation (default: the encoder's; for gvdiff / xavier: zscore)
-    force:bool=False,         # replace the files of an earlier run in `out`
+    force:bool=False,         # replace the files of an earlier run in `out` (only files ssl3d wrote there are removed)
 ):
     "Write an encoder's features of every scan as a 4D NIfTI (x, y, z, feature) in the scan's space."
     _require('features', encoder=encoder, data=data, out=out)
     from ssl3d_nb.models import load_encoder, PlanarEncoder, D3DCNN
     from ssl3d_nb.knn import descriptor
+    from ssl3d_nb.finetune import feature_widths
+    _positive(step=step)
+    if norm is not None: _choice('norm', norm, ('zscore', 'minmax', 'meanmax', 'none'))
     items = find_scans(data)
     if encoder.lower() in ('gvdiff', 'xavier'): source, pre = encoder.lower(), dict(norm='zscore')
     else: source, meta = load_encoder(encoder); pre = dict(meta.get('preprocessing') or {})
     if isinstance(source, (PlanarEncoder, D3DCNN)): source = descriptor(encoder)      # as pretrained: e.g. doersch's standardised cubes
+    elif not isinstance(source, str):
+        if getattr(source, 'spatial_dims', 3) != 3:
+            raise DataError(f"{encoder}: a 2D encoder ({meta.get('task', type(source).__name__)}) sees one slice at a time; ssl3d features "
+                            "writes 3D feature maps (use a 3D task's encoder, or fine-tune this one slice by slice)")
+        n = len(feature_widths(source))
+        if not -n <= level < n: raise ValueError(f"--level {level}: {encoder} has levels 0 … {n - 1} (or -1 … -{n})")
+        chans = {_item_channels(it) for it in items}
+        if len(chans) > 1: raise DataError(f"{data}: its scans have different numbers of channels ({sorted(chans)})")
+        _channels_fit(source, chans.pop(), encoder, data, adapt=False)
     if norm is not None: pre['norm'] = _norm(norm)
     names = [f"{it.get('id') or nifti_stem(it['image'])}.nii.gz" for it in items]
+    if len(set(names)) < len(names): raise DataError(f"{data}: two scans are named {next(n for n in names if names.count(n) > 1)}; their feature files would collide")
     config = dict(command='features', encoder=encoder if isinstance(source, str) else str(Path(encoder).resolve()),
                   data=str(Path(data).resolve()), level=level, step=step, preprocessing=pre, version=ssl3d_nb.__version__)
-    out = prepare_out(out, names, config, force=force, resumable=False)
     t0, prep = time.time(), Preprocess.from_dict(pre)
-    for it, name in zip(items, names):
-        s = load_scan(it, prep, cache=False)                # each scan is read once: keep none of them in memory
-        f, aff = scan_features(source, s.x, s.meta['affine'], step, level)
-        save_volume(f, aff, out/name)
-        _say(f"{name}: {f.shape[0]} features on a {'×'.join(map(str, f.shape[1:]))} grid (scan {'×'.join(map(str, s.x.shape[1:]))})")
-    _say(f"{len(items)} feature files written to {out} ({time.time() - t0:.0f}s)")
-    return out
+    with RunFolder(out, names, config, force=force, resumable=False, inputs=_inputs(data, items, encoder), command='ssl3d features') as run:
+        for it, name in zip(items, names):
+            s = load_scan(it, prep, cache=False)                # each scan is read once: keep none of them in memory
+            f, aff = scan_features(source, s.x, s.meta['affine'], step, level)
+            save_volume(f, aff, run.path/name)
+            _say(f"{name}: {f.shape[0]} features on a {'×'.join(map(str, f.shape[1:]))} grid (scan {'×'.join(map(str, s.x.shape[1:]))})")
+    _say(f"{len(items)} feature files written to {run.path} ({time.time() - t0:.0f}s)")
+    return run.path
 
 # %% ../nbs/90_cli.ipynb #4e3409cd
 @call_parse
@@ -323,35 +398,39 @@ def demo(
     from ssl3d_nb.external import sample_data
     from ssl3d_nb.experiments import pretrain_encoder, finetune_run
     from ssl3d_nb.data import load_scans
+    from ssl3d_nb.tasks import TASKS
     import pandas as pd
+    if task not in TASKS: raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
+    _positive(epochs=epochs, steps=steps, finetune_epochs=finetune_epochs)
     root = sample_data()
     items = find_scans(root)
-    lab, names = _labelled(root/'colin27_subcortical')
+    lab, names, _ = _labelled(root/'colin27_subcortical')
     left, right = sorted(lab, key=lambda it: it['id'])                     # colin27_left, colin27_right
     config = dict(command='demo', task=task, epochs=epochs, steps=steps, finetune_epochs=finetune_epochs, seed=seed,
                   pretrain_scans=[it['id'] for it in items], train=left['id'], test=right['id'], version=ssl3d_nb.__version__)
-    out = prepare_out(out, ['encoder.pth', 'results.csv'], config, False, force, resumable=False)
-    t0 = time.time()
-    print(f"1/3 pretraining {task} on the {len(items)} bundled scans (labels ignored): {epochs} epochs × {steps} steps")
-    enc = pretrain_encoder(task, items, out/'encoder.pth', steps=epochs * steps, steps_per_epoch=steps, seed=seed,
-                           checkpoint=out/'checkpoint.pth', progress=True)
-    scans = load_scans([left, right], Preprocess(norm='zscore'))
-    rows, hists = [], []
-    for i, (name, e) in enumerate((('scratch', None), (task, enc))):
-        print(f"\n{i + 2}/3 {'training from scratch' if e is None else 'fine-tuning the ' + task + ' encoder'} on {left['id']}")
-        row, hist = finetune_run(e, [scans[0]], [scans[0]], [scans[1]], len(names) + 1, steps=finetune_epochs * 25, seed=seed,
-                                 class_names=names, flip_axes=(0,), mode='unfrozen', progress=True)   # flips: the test side is the mirror
-        rows.append({'method': name, **row}); hists.append(hist.assign(method=name))
-    res = pd.DataFrame(rows)
-    res.to_csv(out/'results.csv', index=False); pd.concat(hists).to_csv(out/'history.csv', index=False)
-    show = res.set_index('method')[['mean_dice'] + [f'dice_{n}' for n in names]].T.round(3)
-    show.index = [i.replace('dice_', '') for i in show.index]
-    print(f"\nDice on {right['id']} (the other hemisphere of the same brain), best validation epoch of each run:")
-    print(show.to_string())
-    d = res.set_index('method')['mean_dice']
-    print(f"\nmean Dice {d[task]:.3f} with {task} pretraining, {d['scratch']:.3f} from scratch ({d[task] - d['scratch']:+.3f}). One run on one "
-          f"brain is no evidence either way; the reproductions measure the effect over subjects and seeds. {time.time() - t0:.0f}s in all; "
-          f"results in {out}/")
+    with RunFolder(out, ['encoder.pth', 'results.csv'], config, force=force, resumable=False, inputs=[root], command='ssl3d demo') as run:
+        out = run.path
+        t0 = time.time()
+        print(f"1/3 pretraining {task} on the {len(items)} bundled scans (labels ignored): {epochs} epochs × {steps} steps")
+        enc = pretrain_encoder(task, items, out/'encoder.pth', steps=epochs * steps, steps_per_epoch=steps, seed=seed,
+                               checkpoint=out/'checkpoint.pth', progress=True)
+        scans = load_scans([left, right], Preprocess(norm='zscore'))
+        rows, hists = [], []
+        for i, (name, e) in enumerate((('scratch', None), (task, enc))):
+            print(f"\n{i + 2}/3 {'training from scratch' if e is None else 'fine-tuning the ' + task + ' encoder'} on {left['id']}")
+            row, hist = finetune_run(e, [scans[0]], [scans[0]], [scans[1]], len(names) + 1, steps=finetune_epochs * 25, seed=seed,
+                                     class_names=names, flip_axes=(0,), mode='unfrozen', progress=True)   # flips: the test side is the mirror
+            rows.append({'method': name, **row}); hists.append(hist.assign(method=name))
+        res = pd.DataFrame(rows)
+        write_text(out/'results.csv', res.to_csv(index=False)); write_text(out/'history.csv', pd.concat(hists).to_csv(index=False))
+        show = res.set_index('method')[['mean_dice'] + [f'dice_{n}' for n in names]].T.round(3)
+        show.index = [i.replace('dice_', '') for i in show.index]
+        print(f"\nDice on {right['id']} (the other hemisphere of the same brain), best validation epoch of each run:")
+        print(show.to_string())
+        d = res.set_index('method')['mean_dice']
+        print(f"\nmean Dice {d[task]:.3f} with {task} pretraining, {d['scratch']:.3f} from scratch ({d[task] - d['scratch']:+.3f}). One run on one "
+              f"brain is no evidence either way; the reproductions measure the effect over subjects and seeds. {time.time() - t0:.0f}s in all; "
+              f"results in {out}/")
     return res
 
 # %% ../nbs/90_cli.ipynb #15d489ad
@@ -369,7 +448,8 @@ def benchmark(
     force:bool=False,         # replace `out` if it exists
 ):
     "Time the batched sample makers against NumPy per-sample baselines and block copies."
-    if out and Path(out).exists() and not force: raise FileExistsError(f"{out}: exists; pass --force to replace it")
+    _positive(size=size, bs=bs, repeats=repeats)
+    out = _out_file(out, force, [data] if data else [])
     from ssl3d_nb.benchmark import bench_scans, benchmark_makers, benchmark_training
     from ssl3d_nb.external import sample_data
     from fastai.torch_core import default_device
@@ -391,7 +471,7 @@ def benchmark(
             print(tr.round(3).to_string(index=False))
             df = pd.concat([df.assign(table='makers'), tr.assign(table='training')])
     print(f"{time.time() - t0:.0f}s")
-    if out: df.to_csv(out, index=False); print(f"table written to {out}")
+    if out: write_text(out, df.to_csv(index=False)); print(f"table written to {out}")
     return df
 
 # %% ../nbs/90_cli.ipynb #c085385c
@@ -400,23 +480,96 @@ COMMANDS = {'info': info, 'pretrain': pretrain, 'finetune': finetune, 'evaluate'
 def _usage()->str:
     w = max(map(len, COMMANDS))
     lines = [f"  {k:<{w}}  {(f.__doc__ or '').splitlines()[0]}" for k, f in COMMANDS.items()]
-    return (f"usage: ssl3d COMMAND [options]   (ssl3d COMMAND --help for its options)\n\n"
+    return (f"usage: ssl3d [--nproc N] COMMAND [options]   (ssl3d COMMAND --help for its options; --nproc: N data-parallel processes)\n\n"
             f"Self-supervised pretraining on 3D medical scans (ssl3d_nb {ssl3d_nb.__version__}).\n\ncommands:\n" + '\n'.join(lines))
+
+def error_line(e:BaseException)->str:
+    "An error as the one line `main` prints: our message, or for the operating system's errors the file and the reason."
+    if isinstance(e, OSError) and e.filename and e.strerror: return f"{e.filename}: {e.strerror[0].lower()}{e.strerror[1:]}"
+    return ' '.join(str(e).split())
+
+class Interrupted(KeyboardInterrupt):
+    "SIGTERM, turned into the exception Ctrl-C raises, so that a terminated run ends the way an interrupted one does."
+
+def _terminate(signum, frame): raise Interrupted('SIGTERM')
+
+def interrupted_line(cmd:str, rest:list, how:str='Ctrl-C')->str:
+    "What an interrupted command leaves: the checkpoint of its last finished epoch, and the command that resumes it."
+    import shlex
+    run = RunFolder.last
+    if run is None: return f"ssl3d: interrupted ({how}) before anything was written"
+    ck = run.path/'checkpoint.pth'
+    if not run.resumable or cmd not in ('pretrain', 'finetune'):
+        return f"ssl3d: interrupted ({how}); {run.path} holds what was written so far (--force starts over there)"
+    again = shlex.join(['ssl3d', cmd, *[a for a in rest if a not in ('--force', '--resume')], '--resume'])
+    if not ck.exists(): return f"ssl3d: interrupted ({how}) before the first epoch ended; nothing to resume from yet: {again} starts it again"
+    try:
+        from ssl3d_nb.checkpoint import read_run
+        p = read_run(ck)
+        done = f"epoch {p['epoch'] + 1}" + (f" of the {p['phase']} phase" if p['phase'] != 'fit' else '')
+    except (DataError, OSError): done = 'the last finished epoch'
+    return f"ssl3d: interrupted ({how}); {ck} holds the run after {done}; go on with: {again}"
+
+def _report(line:str):
+    "Say `line` on stderr once: from rank 0 under `torchrun`; under `ssl3d --nproc`, into the file the launcher reads and prints."
+    if f := os.environ.get('SSL3D_REPORT'): Path(f'{f}.{os.environ.get("RANK", 0)}').write_text(line)
+    elif is_main(): print(line, file=sys.stderr)
+
+def launch(nproc:int, argv:list)->int:
+    "Run `ssl3d ARGV` in `nproc` processes on this machine (as `torchrun --standalone` does); end as the first process that failed, with its one line."
+    import logging, uuid, warnings
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    logging.getLogger('torch.distributed.elastic').setLevel(logging.CRITICAL)   # the agent's own report; the workers say what went wrong
+    cfg = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()), rdzv_backend='c10d',
+                       rdzv_endpoint='localhost:0', max_restarts=0, monitor_interval=0.1)
+    code = 'import sys; from ssl3d_nb.cli import main; sys.exit(main(sys.argv[1:]))'
+    with tempfile.TemporaryDirectory() as d:
+        os.environ['SSL3D_REPORT'] = report = f'{d}/report'
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                elastic_launch(cfg, entrypoint=sys.executable)('-c', code, *argv)
+            status = 0
+        except ChildFailedError as e:                        # the processes that ended by themselves, not those the agent stopped after
+            first = min(e.failures.items(), key=lambda kv: (kv[1].exitcode <= 0, kv[0]))
+            status = first[1].exitcode if first[1].exitcode > 0 else 128 - first[1].exitcode
+        except SignalException as e: status = 128 + int(e.sigval)
+        finally: os.environ.pop('SSL3D_REPORT', None)
+        lines = [p.read_text() for p in sorted(Path(d).glob('report.*'), key=lambda p: int(p.suffix[1:]))]
+        if lines: print(lines[0], file=sys.stderr)
+    return status
 
 def main(argv=None)->int:
     "Entry point of the `ssl3d` console script."
+    import signal
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ('-h', '--help'):
         print(_usage()); return 0 if argv else 2
     if argv[0] == '--version': print(ssl3d_nb.__version__); return 0
+    if argv[0] == '--nproc':
+        if len(argv) < 3 or not argv[1].isdigit() or int(argv[1]) < 1:
+            print("ssl3d: error: --nproc takes a number of processes and a command: ssl3d --nproc 4 pretrain …", file=sys.stderr); return 2
+        return launch(int(argv[1]), argv[2:])
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         print(f"ssl3d: error: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr); return 2
     func = COMMANDS[cmd]
     args = vars(anno_parser(func, prog=f'ssl3d {cmd}').parse_args(rest))
     args.pop('pdb', None); args.pop('xtra', None)
+    RunFolder.last = None
+    old = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try: func(**args)
     except (DataError, OSError, ValueError) as e:
         if os.environ.get('SSL3D_DEBUG'): raise
-        print(f"ssl3d: error: {' '.join(str(e).split())}", file=sys.stderr); return 2
+        _report(f"ssl3d: error: {error_line(e)}")      # under torchrun: one line, from rank 0
+        return 2
+    except KeyboardInterrupt as e:
+        if os.environ.get('SSL3D_DEBUG'): raise
+        sig = isinstance(e, Interrupted)
+        _report(interrupted_line(cmd, rest, 'SIGTERM' if sig else 'Ctrl-C'))
+        return 143 if sig else 130
+    finally:
+        if old is not None: signal.signal(signal.SIGTERM, old)
     return 0

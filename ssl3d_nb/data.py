@@ -17,8 +17,8 @@ from .io import *
 from .preprocess import *
 
 # %% auto #0
-__all__ = ['Scan', 'subject_of', 'load_scan', 'load_scans', 'clear_cache', 'subject_split', 'labeled_subset', 'unlabeled',
-           'ScanDL', 'scan_dls', 'scan_table']
+__all__ = ['Scan', 'subject_of', 'load_scan', 'load_scans', 'clear_cache', 'image_problem', 'check_images', 'subject_split',
+           'labeled_subset', 'unlabeled', 'ScanDL', 'scan_dls', 'scan_table']
 
 # %% ../nbs/03_data.ipynb #0e1c3214
 class Scan:
@@ -49,7 +49,7 @@ def load_scan(item:dict, pre:Preprocess=None, labels=None, nonfinite='raise', ca
     pre = pre or Preprocess()
     key = _key(item, pre, labels, nonfinite)
     if not (cache and key in _CACHE):
-        x, meta = load_volume(item['image'], nonfinite=nonfinite)
+        x, meta = load_volume(item['image'], nonfinite=nonfinite, channels=item.get('channels'))
         y = load_label(item['label'], like=meta, labels=labels)[0] if 'label' in item else None
         _CACHE[key] = pre(x, meta, y)
     x, meta, y = _CACHE[key]
@@ -65,6 +65,26 @@ def load_scans(items:list, pre:Preprocess=None, labels=None, nonfinite='raise', 
     return scans
 
 def clear_cache(): _CACHE.clear()
+
+def image_problem(x, most:int=32)->str|None:
+    "Why image `x` `(C,*S)` has nothing to learn from — constant, or `most` distinct values or fewer (a label map or a mask) — or None."
+    for c, ch in enumerate(x):
+        v = ch.flatten()
+        if torch.unique(v[::max(1, v.numel() // 500_000)]).numel() > most: continue     # a subsample settles nearly every real image
+        n = torch.unique(v).numel()
+        where = f" (channel {c})" if len(x) > 1 else ''
+        if n == 1: return f"has one value in every voxel{where}: there is nothing to learn from it"
+        if n <= most: return f"holds only {n} distinct values{where}: a label map or a mask, not an image"
+    return None
+
+def check_images(scans:list, what:str='training'):
+    "Refuse `scans` of which any is constant or a label map (`image_problem`), naming the file."
+    bad = [(s, p) for s in scans if (p := image_problem(s.x))]
+    if bad:
+        s, p = bad[0]
+        raise DataError(f"{s.meta['paths'][0]}: {p}" + (f" (and {len(bad) - 1} more such scans)" if len(bad) > 1 else '') +
+                        f"; leave it out of {what} (labels belong in a Decathlon folder's labelsTr/, listed in its dataset.json)")
+
 
 # %% ../nbs/03_data.ipynb #dc6aecc5
 def _subjects(items)->list:

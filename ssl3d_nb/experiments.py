@@ -20,8 +20,9 @@ from .tasks import pretrain_learner, pretrain_dls, save_pretrained
 from .finetune import seg_dls, finetune_learner, fit_finetune, evaluate, SegAugment, History, KeepBest, slices, save_model
 
 # %% auto #0
-__all__ = ['fixed_split', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency', 'structure_patches',
-           'classify_run', 'summary_table', 'plot_data_efficiency', 'plot_convergence', 'paired_gain']
+__all__ = ['fixed_split', 'pretrain_setup', 'pretrain_fit', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency',
+           'structure_patches', 'classify_run', 'summary_table', 'plot_data_efficiency', 'plot_convergence',
+           'paired_gain']
 
 # %% ../nbs/24_experiments.ipynb #d73cca32
 def fixed_split(
@@ -45,6 +46,40 @@ def _shown(learn, progress:bool):
     if not progress: st.enter_context(learn.no_bar()); st.enter_context(learn.no_logging())
     return st
 
+def pretrain_setup(
+    task:str,                  # a name in `TASKS`
+    items:list,                # scans to pretrain on (labels are stripped here)
+    preset:str='cpu',          # the task's preset: crop, batch, learning rate, width, normalisation, fit, task parameters
+    pre:Preprocess=None,       # preprocessing (default: the preset's normalisation)
+    seed:int=0,
+    encoder:nn.Module=None,    # default: the task's own encoder (`Task.encoder`) at the preset's width
+    steps_per_epoch:int=50,
+    checkpoint=None,           # write a `Checkpoint` here after every epoch
+    resume:bool=False,         # continue from `checkpoint` if it exists (read, and checked, here)
+    precision:str='fp32',      # 'bf16' or 'fp16': mixed precision (GPU)
+    channels_last:bool=False,  # channels-last 3D tensors
+    **overrides,               # preset settings (bs, crop, lr, width_mult, norm, fit) or task parameters (n_perms, embed, …)
+)->tuple:                      # (Learner, resolved settings)
+    "Everything a pretraining run needs before its first step — data, network, checkpoint — so that any mistake shows before a file is written."
+    set_seed(seed)
+    t, dls, p = pretrain_dls(task, items, preset, pre, seed=seed, steps_per_epoch=steps_per_epoch,
+                             **{k: v for k, v in overrides.items() if v is not None})
+    cbs = [Checkpoint(checkpoint, resume)] if checkpoint else []
+    learn = speedups(pretrain_learner(t, dls, encoder=encoder, seed=seed, width_mult=p['width_mult'], cbs=cbs), precision, channels_last)
+    learn.settings, learn.n_scans, learn.preset, learn.steps_per_epoch, learn.seed = p, len(items), preset, steps_per_epoch, seed
+    return learn, p
+
+def pretrain_fit(learn, path, epochs:int, progress:bool=False)->Path:
+    "Train `pretrain_setup`'s learner for `epochs` (one cycle) and save its encoder with the run's settings and history."
+    p, start = learn.settings, time.time()
+    with _shown(learn, progress), data_parallel(learn): learn.fit_one_cycle(epochs, p['lr'])
+    hist = [dict(zip(learn.recorder.metric_names[1:-1], v)) for v in learn.recorder.values]
+    if is_main(): save_pretrained(learn, path, preprocess=p['preprocessing'], steps=len(hist) * learn.steps_per_epoch, seconds=round(time.time() - start, 1),
+                                  history=hist, seed=learn.seed, n_scans=learn.n_scans, preset=learn.preset,
+                                  settings={k: v for k, v in p.items() if k != 'preprocessing'}, processes=max(1, num_distrib()))
+    barrier()
+    return Path(path)
+
 def pretrain_encoder(
     task:str,                  # a name in `TASKS`
     items:list,                # scans to pretrain on (labels are stripped here)
@@ -63,22 +98,13 @@ def pretrain_encoder(
     channels_last:bool=False,  # channels-last 3D tensors
     **overrides,               # other preset settings (norm, fit) or task parameters (n_perms, embed, …)
 )->Path:                       # (under `torchrun`: data-parallel, rank 0 writes the file)
-    "Pretrain `task` on `items` without labels and save the encoder (with the history of the run)."
+    "Pretrain `task` on `items` without labels and save the encoder (with the history of the run): `pretrain_setup`, then `pretrain_fit`."
     path = Path(path)
     if path.exists(): return path
-    set_seed(seed)
-    t, dls, p = pretrain_dls(task, items, preset, pre, seed=seed, steps_per_epoch=steps_per_epoch,
-                             bs=bs, crop=crop, lr=lr, width_mult=width_mult, **overrides)
-    cbs = [Checkpoint(checkpoint, resume)] if checkpoint else []
-    learn = speedups(pretrain_learner(t, dls, encoder=encoder, seed=seed, width_mult=p['width_mult'], cbs=cbs), precision, channels_last)
-    start = time.time()
-    with _shown(learn, progress), data_parallel(learn): learn.fit_one_cycle(max(1, steps // steps_per_epoch), p['lr'])
-    hist = [dict(zip(learn.recorder.metric_names[1:-1], v)) for v in learn.recorder.values]
-    if is_main(): save_pretrained(learn, path, preprocess=p['preprocessing'], steps=len(hist) * steps_per_epoch, seconds=round(time.time() - start, 1),
-                                  history=hist, seed=seed, n_scans=len(items), preset=preset,
-                                  settings={k: v for k, v in p.items() if k != 'preprocessing'}, processes=max(1, num_distrib()))
-    barrier()
-    return path
+    learn, _ = pretrain_setup(task, items, preset, pre, seed, encoder, steps_per_epoch, checkpoint, resume, precision, channels_last,
+                              bs=bs, crop=crop, lr=lr, width_mult=width_mult, **overrides)
+    return pretrain_fit(learn, path, max(1, steps // steps_per_epoch), progress)
+
 
 # %% ../nbs/24_experiments.ipynb #ba6ed85f
 def finetune_run(

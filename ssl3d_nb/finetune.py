@@ -5,6 +5,7 @@
 # %% ../nbs/23_finetune.ipynb #dc0a801c
 from __future__ import annotations
 import tempfile
+from functools import partial
 from pathlib import Path
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ with warnings.catch_warnings():   # fastai 2.8.7's tabular module (imported by i
     import fastai.callback.progress, fastai.callback.schedule
     from fastai.callback.tracker import TrackerCallback
 from .models import (ResUNetEncoder, VGG3d, PlanarEncoder, D3DCNN, UNetDecoder, DUC, adapt_input_channels,
-                             build_encoder, load_encoder, check_divisible, write_checkpoint, read_checkpoint)
+                             build_encoder, load_encoder, check_divisible, write_checkpoint, read_checkpoint, rebuild)
 from .preprocess import pad_to, pad_to_multiple
 from .losses import DiceCELoss
 from .metrics import seg_metrics, dice, region_dice, BRATS_REGIONS, confusion_matrix, cm_scores
@@ -362,9 +363,11 @@ def save_model(model:SegModel|ClsModel, path, overwrite:bool=False, **meta)->Pat
 
 def load_model(path, map_location='cpu')->tuple:
     "Rebuild a saved fine-tuned model: `(model, meta)`."
-    ck = read_checkpoint(path, 'ssl3d_nb.model/1', 'model', map_location)
-    enc = build_encoder(ck['encoder'])
-    model = ClsModel(enc, ck['n_classes']) if ck['decoder'] == 'cls' else SegModel(enc, ck['n_classes'], ck['decoder'])
-    model.load_state_dict(ck['state_dict'])
+    ck = read_checkpoint(path, 'ssl3d_nb.model/1', 'model', map_location,
+                         need={'encoder': dict, 'decoder': str, 'n_classes': int, 'state_dict': dict, 'meta': dict})
+    if ck['decoder'] not in ('unet', 'duc', 'cls'): raise DataError(f"{path}: unknown decoder {ck['decoder']!r} (this library writes unet, duc or cls)")
+    if ck['n_classes'] < 2: raise DataError(f"{path}: n_classes is {ck['n_classes']}; a model tells at least two classes apart")
+    build = lambda: (ClsModel if ck['decoder'] == 'cls' else partial(SegModel, decoder=ck['decoder']))(build_encoder(ck['encoder']), ck['n_classes'])
+    model = rebuild(path, 'model', build, ck['state_dict'], ck['encoder'])
     if ck.get('roi'): model.roi = tuple(ck['roi'])
     return model.eval(), {'version': ck['version'], 'decoder': ck['decoder'], 'n_classes': ck['n_classes'], **ck['meta']}

@@ -43,7 +43,19 @@ def _check_file(path)->Path:
 # %% ../nbs/01_io.ipynb #b9752eb8
 def _why(e, p)->str:
     "The message of a library's exception on one line, without repeating the path."
-    return ' '.join(str(e).replace(str(p), 'the file').split())
+    s = str(e).replace(f"File {p} ", '').replace(str(p), 'the file')      # nibabel's "File PATH is not a gzip file"
+    return ' '.join(s.split())
+
+def _gib(n:float)->str: return f"{n / 2**30:.3g} GiB"
+
+def _fits_memory(p, img):
+    "Refuse a header whose array (as float32) would not fit in this machine's memory: a damaged header, most likely."
+    need = 4 * float(np.prod(img.shape, dtype=float))
+    try: have = os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (ValueError, OSError, AttributeError): return
+    if need > have:
+        raise DataError(f"{p}: its header claims {'×'.join(map(str, img.shape))} voxels ({_gib(need)} as float32), more than this "
+                        f"machine's memory ({_gib(have)}); is the header damaged?")
 
 def _read(path):
     "Header and voxel data of the NIfTI file at `path`, or a `DataError` that says what is wrong."
@@ -53,23 +65,32 @@ def _read(path):
     except (EOFError, OSError, zlib.error, ValueError) as e: raise DataError(f"{p}: truncated or corrupt ({_why(e, p)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(f"{p}: not a NIfTI file (nibabel reads it as {type(img).__name__})")
+    _fits_memory(p, img)
     try: data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, ValueError) as e: raise DataError(f"{p}: truncated or corrupt ({_why(e, p)})") from None
+    except MemoryError: raise DataError(f"{p}: {'×'.join(map(str, img.shape))} voxels do not fit in memory") from None
     return img, data
 
 # %% ../nbs/01_io.ipynb #1f36840c
-def _spatial_shape(p, data):
-    "Check that `data` is a 3D volume (optionally with channels) and return it as (X, Y, Z, C)."
+def _spatial_shape(p, data, channels:int=None):
+    "Check that `data` is a 3D volume (optionally with `channels` along a 4th axis) and return it as (X, Y, Z, C)."
     if data.ndim == 5 and data.shape[3] == 1: data = data[:, :, :, 0]  # vector images: (X, Y, Z, 1, C)
+    elif data.ndim == 4 and data.shape[3] > 1 and data.shape[3] != channels:
+        raise DataError(f"{p}: holds {data.shape[3]} volumes along a 4th axis (a time series?); ssl3d reads them as channels only where "
+                        f"the dataset.json's 'modality' lists {data.shape[3]} of them" + (f" (it lists {channels})" if channels else
+                        "; give one 3D volume per file, or describe the folder in a dataset.json"))
     if data.ndim == 3: data = data[..., None]
     if data.ndim != 4 or min(data.shape[:3]) < 2:
         raise DataError(f"{p}: is not a 3D volume (array shape {data.shape}); a 3D volume is required, not a 2D image or a time series of more than channels")
     return data
 
-def _canonical(data, affine):
+def _canonical(p, data, affine):
     "Flip/permute the first three axes of `data` to RAS+ and return it with its new affine."
+    if not np.all(np.isfinite(affine)) or min(nib.affines.voxel_sizes(affine)) <= 0:
+        raise DataError(f"{p}: its header's voxel-to-world matrix is degenerate (voxel sizes {spacing_of(affine)}): it does not say where the voxels are")
     ornt = io_orientation(affine)
     return apply_orientation(data, ornt), affine @ inv_ornt_aff(ornt, data.shape[:3])
+
 
 # %% ../nbs/01_io.ipynb #6fb8646b
 def _finite(p, data, nonfinite):
@@ -77,14 +98,14 @@ def _finite(p, data, nonfinite):
     bad = ~np.isfinite(data)
     if not bad.any(): return data
     if nonfinite == 'zero': return np.where(bad, 0, data)
-    raise DataError(f"{p}: contains {int(bad.sum())} NaN or infinite voxels (pass nonfinite='zero' to replace them with 0)")
+    raise DataError(f"{p}: contains {int(bad.sum())} NaN or infinite voxels; replace them with numbers before using the scan")
 
-def _load_one(path, nonfinite='raise'):
+def _load_one(path, nonfinite='raise', channels:int=None):
     "Read one NIfTI file: RAS array (X, Y, Z, C), its affine, and what it was before."
     img, data = _read(path)
     p = Path(path)
-    data = _finite(p, _spatial_shape(p, data), nonfinite)
-    arr, affine = _canonical(data, img.affine)
+    data = _finite(p, _spatial_shape(p, data, channels), nonfinite)
+    arr, affine = _canonical(p, data, img.affine)
     return arr, affine, {'path': p, 'original_orientation': ''.join(aff2axcodes(img.affine)),
                          'original_affine': img.affine, 'dtype': str(img.get_data_dtype())}
 
@@ -106,13 +127,14 @@ def _same_affine(p0, aff0, p1, aff1, what='image', atol=1e-3):
 def load_volume(
     path,                 # a NIfTI file, or a list of files (one per modality) to stack as channels
     nonfinite='raise',    # what to do with NaN/Inf voxels: 'raise' or 'zero'
+    channels:int=None,    # a single 4D file: how many channels its 4th axis holds (dataset.json's modalities); else 3D only
 )->tuple:                 # (x `(C,D,H,W)` float32 tensor, meta dict)
     "Load a scan as a canonical (RAS) float32 tensor `(C,D,H,W)` and its metadata."
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths: raise DataError("load_volume: no files given")
     arrs, infos, aff = [], [], None
     for p in paths:
-        a, affine, info = _load_one(p, nonfinite)
+        a, affine, info = _load_one(p, nonfinite, channels if len(paths) == 1 else None)
         if arrs:
             _same_grid(paths[0], arrs[0], p, a)
             _same_affine(paths[0], aff, p, affine)
@@ -162,6 +184,10 @@ def decathlon_info(root)->dict:
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"{root}: no such folder")
     d = _json(root/'dataset.json')
+    if not isinstance(d, dict): raise DataError(f"{root/'dataset.json'}: must hold a JSON object (name, labels, modality, training, …), not a {type(d).__name__}")
+    for k in ('training', 'test'):
+        if not isinstance(d.get(k, []), list):
+            raise DataError(f"{root/'dataset.json'}: '{k}' must be a list of entries, not {json.dumps(d[k])[:40]}")
     try:
         labels = {int(k): v for k, v in d.get('labels', {}).items()}
         modality = [d['modality'][k] for k in sorted(d.get('modality', {'0': 'image'}), key=int)] if 'modality' in d else ['image']
@@ -171,10 +197,18 @@ def decathlon_info(root)->dict:
             'description': d.get('description', ''), 'licence': d.get('licence', d.get('license', ''))}
 
 # %% ../nbs/01_io.ipynb #d9e5ab38
-def _resolve(root, rel):
-    "A path in dataset.json (`./imagesTr/x.nii.gz`, or a list of them) relative to `root`."
-    if isinstance(rel, (list, tuple)): return [_resolve(root, r) for r in rel]
-    return (root/str(rel)).resolve() if not Path(str(rel)).is_absolute() else Path(rel)
+def _resolve(root, rel, where:str, outside:bool=False):
+    "A path in dataset.json (`./imagesTr/x.nii.gz`, or a list of them) relative to `root`; refused if it leads out of `root`."
+    if isinstance(rel, list):
+        if not rel: raise DataError(f"{where} is an empty list")
+        return [_resolve(root, r, where, outside) for r in rel]
+    if not isinstance(rel, str) or not rel.strip():
+        raise DataError(f"{where} must be a path (or a list of paths), not {json.dumps(rel)}")
+    inside = os.path.normpath(root/rel)                   # lexically: a symlink inside the folder is the user's own choice
+    if not outside and (Path(rel).is_absolute() or os.path.relpath(inside, os.path.normpath(root)).startswith('..')):
+        raise DataError(f"{where} {rel!r} lies outside the dataset folder; ssl3d reads only files inside it "
+                        "(link the file into the folder, or in Python pass outside=True)")
+    return Path(inside).resolve()
 
 def _missing(item):
     ps = [p for k in ('image', 'label') if k in item for p in (item[k] if isinstance(item[k], list) else [item[k]])]
@@ -183,23 +217,29 @@ def _missing(item):
 def load_decathlon(
     root,                    # a Decathlon task folder holding dataset.json
     section:str='training',  # 'training' (image + label pairs) or 'test' (images only)
-)->list:                     # dicts with `image` (and `label`) paths, `id`, `dataset`, `root` and any other keys listed
+    outside:bool=False,      # allow paths that lead out of `root` (absolute, or through `..`)
+)->list:                     # dicts with `image` (and `label`) paths, `id`, `dataset`, `root`, `channels` and any other keys listed
     "The scans listed in a Decathlon folder's `dataset.json`, with their paths checked."
     root = Path(root)
-    info = decathlon_info(root)
-    entries = _json(root/'dataset.json').get(section, [])
-    items = []
-    for e in entries:
+    info, js = decathlon_info(root), root/'dataset.json'
+    entries = _json(js).get(section, [])
+    items, seen = [], {}
+    for n, e in enumerate(entries):
         if not isinstance(e, dict): e = {'image': e}
-        if 'image' not in e: raise DataError(f"{root/'dataset.json'}: a '{section}' entry has no 'image': {e}")
-        item = {**e, **{k: _resolve(root, e[k]) for k in ('image', 'label') if k in e}}
+        if 'image' not in e: raise DataError(f"{js}: '{section}' entry {n} has no 'image': {json.dumps(e)[:80]}")
+        item = {**e, **{k: _resolve(root, e[k], f"{js}: '{section}' entry {n}'s '{k}'", outside) for k in ('image', 'label') if k in e}}
+        for p in (item['image'] if isinstance(item['image'], list) else [item['image']]):
+            if p in seen: raise DataError(f"{js}: lists {p.relative_to(root.resolve()) if p.is_relative_to(root.resolve()) else p} twice ('{section}' entries {seen[p]} and {n})")
+            seen[p] = n
         item.setdefault('id', nifti_stem(e['image'] if not isinstance(e['image'], list) else e['image'][0]))
         item['dataset'], item['root'] = info['name'], root
+        item['channels'] = len(info['modality']) if not isinstance(item['image'], list) else len(item['image'])
         items.append(item)
     missing = [p for it in items for p in _missing(it)]
     if missing:
-        raise DataError(f"{root/'dataset.json'}: lists {len(missing)} files that do not exist, e.g. {missing[0]}")
+        raise DataError(f"{js}: lists {len(missing)} files that do not exist, e.g. {missing[0]}")
     return items
+
 
 # %% ../nbs/01_io.ipynb #a4709742
 def _match(folder, prefix):
@@ -226,28 +266,44 @@ def load_subject_folders(
     return items
 
 # %% ../nbs/01_io.ipynb #238a8641
-def find_scans(path)->list:
+def _walk(path:Path):
+    "Every file under `path`, sorted, following links to folders (each real folder once)."
+    seen, files = set(), []
+    for d, dirs, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen: dirs[:] = []; continue
+        seen.add(real)
+        files += [Path(d)/n for n in names]
+    return sorted(files)
+
+def find_scans(path, outside:bool=False)->list:
     "Every scan under `path`: Decathlon folders via their dataset.json, other NIfTI files as unlabeled scans."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file or folder")
     if path.is_file():
         _check_file(path)
         return [{'image': path, 'id': nifti_stem(path), 'dataset': path.parent.name}]
+    files = _walk(path)
     items, listed = [], set()
-    decathlons = sorted(p.parent for p in path.rglob('dataset.json'))
+    decathlons = [p.parent for p in files if p.name == 'dataset.json']
     for d in decathlons:
-        for section in ('training', 'test'):
-            for it in load_decathlon(d, section):
-                items.append(it)
-                for k in ('image', 'label'):
-                    if k in it: listed.update(map(str, it[k] if isinstance(it[k], list) else [it[k]]))
-    for p in sorted(path.rglob('*')):
+        found = [it for section in ('training', 'test') for it in load_decathlon(d, section, outside)]
+        if not found: raise DataError(f"{d/'dataset.json'}: lists no scans (its 'training' and 'test' are empty)")
+        for it in found:
+            items.append(it)
+            for k in ('image', 'label'):
+                if k in it: listed.update(map(str, it[k] if isinstance(it[k], list) else [it[k]]))
+    for p in files:
         if is_nifti(p) and p.is_file() and str(p.resolve()) not in listed and not any(d in p.parents for d in decathlons):
             items.append({'image': p, 'id': nifti_stem(p), 'dataset': p.parent.name})
     if not items: raise DataError(f"{path}: contains no NIfTI files (.nii or .nii.gz) and no dataset.json")
     return items
 
+
 # %% ../nbs/01_io.ipynb #1fc560ba
+def _umask()->int:
+    m = os.umask(0); os.umask(m); return m
+
 def save_volume(
     x,                     # `(C,D,H,W)` float volume or `(D,H,W)` integer label map
     meta,                  # a `meta` dict (its `affine` is used) or a 4×4 affine
@@ -268,7 +324,7 @@ def save_volume(
         img = nib.Nifti1Image(np.moveaxis(a.astype(np.float32), 0, -1) if a.shape[0] > 1 else a[0].astype(np.float32), affine)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=''.join(path.suffixes), dir=path.parent)
-    os.close(fd)
+    os.close(fd); os.chmod(tmp, 0o666 & ~_umask())          # mkstemp's file is private (0600); a written scan is not
     try: nib.save(img, tmp); os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)

@@ -4,6 +4,7 @@
 
 # %% ../nbs/08_models.ipynb #8067e0f7
 from __future__ import annotations
+import errno, os, pickle, shutil, zipfile
 from pathlib import Path
 import torch
 import torch.nn as nn
@@ -17,7 +18,7 @@ __all__ = ['ENCODERS', 'norm_layer', 'ConvNormAct', 'count_params', 'ResBlock', 
            'ResUNetEncoder2d', 'check_divisible', 'UNetDecoder', 'UNetDecoder3d', 'pixel_shuffle_nd',
            'pixel_unshuffle_nd', 'DUC', 'DUC3d', 'VGG3d', 'Siamese', 'D2DCNN', 'PlanarEncoder', 'Reg2DHead',
            'HeatmapHead', 'D3DCNN', 'SixNeighbourHead', 'first_conv', 'adapt_input_channels', 'build_encoder',
-           'write_checkpoint', 'read_checkpoint', 'save_encoder', 'load_encoder']
+           'write_checkpoint', 'read_checkpoint', 'rebuild', 'save_encoder', 'load_encoder']
 
 # %% ../nbs/08_models.ipynb #e8b4d40c
 def _conv(nd): return {2: nn.Conv2d, 3: nn.Conv3d}[nd]
@@ -100,9 +101,9 @@ def check_divisible(shape, divisor:int, what:str='the network'):
     bad = [s for s in shape if s % divisor]
     if bad:
         s = bad[0]
-        lo, hi = max(divisor, s // divisor * divisor), -(-s // divisor) * divisor
+        use = ' or '.join(map(str, sorted({max(divisor, s // divisor * divisor), -(-s // divisor) * divisor})))
         raise ValueError(f"input spatial size {tuple(shape)} does not work for {what}: every size must be a multiple of "
-                         f"{divisor}; instead of {s}, use {lo} or {hi} (crop or pad)")
+                         f"{divisor}; instead of {s}, use {use} (crop or pad)")
 
 # %% ../nbs/08_models.ipynb #4f11f6b8
 class UNetDecoder(nn.Module):
@@ -307,25 +308,62 @@ def build_encoder(config:dict)->nn.Module:
     if arch not in ENCODERS: raise ValueError(f"unknown encoder architecture {arch!r}; known: {sorted(ENCODERS)}")
     return ENCODERS[arch](**cfg)
 
+def _write_error(e, folder)->str:
+    "Why writing into `folder` failed, in a few words: a full disk said plainly (torch says 'unexpected pos')."
+    try: free = shutil.disk_usage(folder).free
+    except OSError: free = None
+    full = getattr(e, 'errno', None) == errno.ENOSPC or any(s in str(e) for s in ('unexpected pos', 'No space left', 'file write failed'))
+    if full or (free is not None and free < 2**20): return f"no space left on the device; {free / 2**20:.0f} MiB free" if free is not None else "no space left on the device"
+    return ' '.join(str(getattr(e, 'strerror', None) or e).split())[:160]
+
 def write_checkpoint(ck:dict, path, overwrite:bool=False)->Path:
     "Save `ck` (with the library version) to `path` through a `.part` file renamed into place; refuses to overwrite unless asked."
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.part')
-    torch.save({**ck, 'version': ssl3d_nb.__version__}, tmp)
-    tmp.replace(path)
+    try: torch.save({**ck, 'version': ssl3d_nb.__version__}, tmp); tmp.replace(path)
+    except BaseException as e:                      # a full disk, an interrupt: never leave a partial file behind
+        tmp.unlink(missing_ok=True)
+        if not isinstance(e, (OSError, RuntimeError)): raise
+        raise OSError(getattr(e, 'errno', None) or errno.EIO, f"{path}: could not be written ({_write_error(e, path.parent)}); "
+                      "the partial file was removed") from None
     return path
 
-def read_checkpoint(path, fmt:str, what:str, map_location='cpu')->dict:
-    "Load a file of `write_checkpoint` and check its format tag `fmt`; errors name the file and say it is no `what` file."
+def _damaged(path, what:str, why:str): return DataError(f"{path}: {why}; not a usable ssl3d_nb {what} file")
+
+def read_checkpoint(path, fmt:str, what:str, map_location='cpu', need:dict=None)->dict:
+    "Load a file of `write_checkpoint` without unpickling code; check its format tag `fmt` and that each key of `need` has its type."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir(): raise _damaged(path, what, "is a folder")
+    if path.stat().st_size == 0: raise _damaged(path, what, "the file is empty (an interrupted copy?)")
+    if not zipfile.is_zipfile(path): raise _damaged(path, what, "truncated, or not a PyTorch file")      # torch.save writes zip archives
     try: ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e: raise DataError(f"{path}: not a readable {what} file ({' '.join(str(e).split())[:200]})") from None
+    except pickle.UnpicklingError:
+        raise _damaged(path, what, "it holds Python objects other than tensors and plain values, or is no PyTorch file at all; "
+                       "ssl3d_nb never unpickles such objects, because unpickling can run code") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError):
+        raise _damaged(path, what, "truncated, or not a PyTorch file") from None
     if not isinstance(ck, dict) or ck.get('format') != fmt:
         raise DataError(f"{path}: not an ssl3d_nb {what} file (no {fmt!r} format tag)")
+    for k, t in (need or {}).items():
+        if not isinstance(ck.get(k), t):
+            names = ' or '.join(c.__name__ for c in (t if isinstance(t, tuple) else (t,)))
+            raise _damaged(path, what, f"its {k!r} is {'missing' if k not in ck else 'a ' + type(ck[k]).__name__} (should be a {names})")
+    if isinstance(ck.get('state_dict'), dict) and not all(isinstance(v, torch.Tensor) for v in ck['state_dict'].values()):
+        raise _damaged(path, what, "its 'state_dict' holds values that are not tensors")
     return ck
+
+def rebuild(path, what:str, build, state:dict, config)->nn.Module:
+    "`build()` and load `state` into it; any mismatch is a `DataError` naming the file."
+    try: net = build()
+    except (TypeError, ValueError, KeyError) as e:
+        raise _damaged(path, what, f"its configuration {config} does not describe a network of this library ({' '.join(str(e).split())[:160]})") from None
+    try: net.load_state_dict(state)
+    except RuntimeError as e:
+        raise _damaged(path, what, f"its weights do not fit the network its configuration describes ({' '.join(str(e).split())[:240]})") from None
+    return net
 
 def save_encoder(encoder:nn.Module, path, overwrite:bool=False, **meta)->Path:
     "Write `encoder`'s weights, config, the library version and `meta` to `path` (refuses to overwrite unless asked)."
@@ -335,10 +373,6 @@ def save_encoder(encoder:nn.Module, path, overwrite:bool=False, **meta)->Path:
 
 def load_encoder(path, map_location='cpu')->tuple:
     "Rebuild a saved encoder: `(encoder, meta)`, `meta` holding config, version and what was saved with it."
-    ck = read_checkpoint(path, 'ssl3d_nb.encoder/1', 'encoder', map_location)
-    enc = build_encoder(ck['config'])
-    try: enc.load_state_dict(ck['state_dict'])
-    except RuntimeError as e:
-        raise DataError(f"{path}: its weights do not fit a {ck['config'].get('arch')} with {ck['config']} "
-                        f"({' '.join(str(e).split())[:300]})") from None
+    ck = read_checkpoint(path, 'ssl3d_nb.encoder/1', 'encoder', map_location, need={'config': dict, 'state_dict': dict, 'meta': dict})
+    enc = rebuild(path, 'encoder', lambda: build_encoder(ck['config']), ck['state_dict'], ck['config'])
     return enc, {'config': ck['config'], 'version': ck['version'], **ck['meta']}

@@ -40,7 +40,17 @@ def init_distributed()->tuple:
         if cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         dist.init_process_group('nccl' if cuda else 'gloo')
         atexit.register(_leave)                   # a group left standing at exit can abort the process (gloo's threads)
+        _watch_parent()
     return rank_distrib(), max(1, num_distrib())
+
+def _watch_parent(every:float=2.):
+    "End this worker when the `torchrun` that started it is gone (killed with -9, say): SIGTERM first, which saves nothing new and says so; then exit."
+    import threading, signal, time
+    parent = os.getppid()
+    def watch():
+        while os.getppid() == parent: time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM); time.sleep(10); os._exit(143)
+    threading.Thread(target=watch, daemon=True, name='ssl3d-parent-watch').start()
 
 def _leave():
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()

@@ -62,7 +62,9 @@ def hamming_permutations(
     "`k` distinct permutations of `range(n)`, chosen greedily to be far apart in Hamming distance."
     if criterion not in ('max-min', 'max-mean'): raise ValueError(f"criterion must be 'max-min' or 'max-mean', not {criterion!r}")
     f = _cache_file(n, k, seed, criterion, pool)
-    if cache and f.exists(): return torch.load(f)
+    if cache and f.exists():
+        try: return torch.load(f, weights_only=True)          # tensors only: a planted file cannot run code
+        except Exception: f.unlink()                       # damaged: made again below
     cands = candidate_permutations(n, pool, seed)
     if k > len(cands): raise ValueError(f"k={k} permutations asked for, but there are only {len(cands)} candidates")
     first = int(torch.randint(len(cands), (1,), generator=get_generator(seed)))

@@ -181,6 +181,11 @@ class Preprocess:
 
     def __post_init__(self):
         if self.norm not in _NORMS: raise ValueError(f"norm must be one of {[k for k in _NORMS if k]}, not {self.norm!r}")
+        for k in ('spacing', 'size', 'pad_to', 'pad_multiple'):
+            v = getattr(self, k)
+            if v is not None and not all(isinstance(s, (int, float)) and np.isfinite(s) and s > 0 for s in (v if isinstance(v, (tuple, list)) else (v,))):
+                raise ValueError(f"{k} must be positive, not {v!r}")
+        if self.margin < 0: raise ValueError(f"margin must be 0 or more, not {self.margin!r}")
 
     def to_dict(self)->dict: return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
     @classmethod

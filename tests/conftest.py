@@ -1,5 +1,5 @@
 "Shared fixtures: the repository root, and the larger data sets (skip, or fail in CI, when absent)."
-import os, shutil, sys
+import hashlib, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -42,3 +42,14 @@ def hippocampus() -> Path: return dataset('hippocampus')
 
 @pytest.fixture
 def brats() -> Path: return dataset('brats2013-sample')
+
+
+def ssl3d(*args, cwd=None, timeout=300):
+    "Run the installed `ssl3d` command as a user would: a CompletedProcess with text stdout and stderr."
+    return subprocess.run([str(BIN/'ssl3d'), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def digests(folder) -> dict:
+    "The sha256 of every file under `folder` (not following links to files): what 'the user's files are unchanged' compares."
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob('*')) if p.is_file() and not p.is_symlink()}

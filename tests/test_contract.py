@@ -47,7 +47,7 @@ def test_pip_install_gives_a_working_package(tmp_path):
     code = ("import ssl3d_nb, ssl3d_nb.cli as c, ssl3d_nb.tasks as t; "
             "print(ssl3d_nb.__file__, ssl3d_nb.__version__, sorted(c.COMMANDS), len(t.TASKS))")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path,
-                       env={'PYTHONPATH': str(target), 'PATH': str(BIN)})
+                       env={'PYTHONPATH': str(target), 'PATH': str(BIN)}, timeout=300)
     assert r.returncode == 0, r.stderr
     assert str(target) in r.stdout and "'info'" in r.stdout and "'benchmark'" in r.stdout
     assert r.stdout.split()[-1] == '15'                   # every task module is in the package

@@ -47,7 +47,7 @@ def test_notebook(nb, forkserver):
     recv, send = forkserver.Pipe(duplex=False)
     p = forkserver.Process(target=_run, args=(nb, send))
     p.start(); send.close()
-    try: ok, out, err = recv.recv() if recv.poll(900) else (False, '', 'timed out after 900 s')
+    try: ok, out, err = recv.recv() if recv.poll(540) else (False, '', 'timed out after 540 s')
     except EOFError: ok, out, err = False, '', f'the process died (exit status {p.join(5) or p.exitcode})'
     finally:
         if p.is_alive(): p.kill()

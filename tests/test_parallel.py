@@ -16,9 +16,9 @@ def test_two_processes(tmp_path):
                         str(ROOT/'data_samples/brains'), str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-6000:]
     run = tmp_path/'run'
-    assert sorted(p.name for p in run.iterdir()) == ['checkpoint.pth', 'config.json', 'encoder.pth', 'history.csv']
+    assert sorted(p.name for p in run.iterdir()) == ['.ssl3d-manifest.json', 'checkpoint.pth', 'config.json', 'encoder.pth', 'history.csv']
     assert json.loads((run/'config.json').read_text())['processes'] == 2
-    meta = torch.load(run/'encoder.pth', weights_only=False)['meta']
+    meta = torch.load(run/'encoder.pth', weights_only=True)['meta']
     assert meta['processes'] == 2 and len(meta['history']) == 2
     assert r.stdout.count('pretraining rpl on 3 scans') == 1, r.stdout        # rank 0 alone prints
     a, b = (json.loads((tmp_path/f'rank{i}.json').read_text()) for i in (0, 1))
