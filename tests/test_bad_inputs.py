@@ -481,3 +481,43 @@ def test_nproc_error_is_one_line_and_status_2(tmp_path):
     r = ssl3d('--nproc', '2', 'pretrain', '--task', 'rpl', '--data', BRAINS, '--out', tmp_path/'o', '--epochs', '0')
     assert (r.returncode, r.stderr.strip()) == (2, 'ssl3d: error: --epochs must be a positive number, not 0'), r.stderr[-3000:]
     assert not (tmp_path/'o').exists()
+
+
+def _stat(pid:int)->list:
+    "The fields of /proc/PID/stat after the command name ([] once the process is gone)."
+    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    except (OSError, IndexError): return []
+
+
+def _children(pid:int)->list:
+    return [int(d.name) for d in Path('/proc').iterdir() if d.name.isdigit() and (st := _stat(int(d.name))) and int(st[1]) == pid]
+
+
+def _running(pid:int)->bool:
+    st = _stat(pid); return bool(st) and st[0] != 'Z'
+
+
+def test_workers_stop_when_torchrun_is_killed(tmp_path):
+    "kill -9 of torchrun alone: its workers notice within seconds and stop, leaving a stale lock rather than training on into the folder."
+    out = tmp_path/'o'
+    p = subprocess.Popen([str(BIN/'torchrun'), '--standalone', '--nproc_per_node', '2', str(BIN/'ssl3d'), 'pretrain', '--task', 'rpl', '--data', str(BRAINS),
+                          '--out', str(out), '--epochs', '300', '--steps', '2', '--bs', '2', '--size', '48'],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    workers = []
+    try:
+        t0 = time.time()
+        while not (out/'checkpoint.pth').exists() and p.poll() is None and time.time() - t0 < 240: time.sleep(0.2)
+        workers = _children(p.pid)
+        assert p.poll() is None and len(workers) == 2, f"torchrun ended early or has {len(workers)} workers"
+        p.kill(); p.wait()
+        t0 = time.time()
+        while any(map(_running, workers)) and time.time() - t0 < 60: time.sleep(0.5)
+        alive = [w for w in workers if _running(w)]
+        assert not alive, f"workers {alive} still run {time.time() - t0:.0f} s after torchrun was killed"
+        print(f"workers gone {time.time() - t0:.1f} s after torchrun was killed")
+        from ssl3d_nb.runs import lock_holder
+        assert lock_holder(out) is None
+    finally:
+        if p.poll() is None: p.kill()
+        for w in workers:
+            if _running(w): os.kill(w, signal.SIGKILL)
