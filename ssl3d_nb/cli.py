@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #d4c47131
 from __future__ import annotations
-import os, sys, time, json, tempfile, threading
+import os, re, sys, time, json, tempfile, threading
 from pathlib import Path
 from fastcore.script import call_parse, anno_parser
 import ssl3d_nb
@@ -486,7 +486,7 @@ def _usage()->str:
 def error_line(e:BaseException)->str:
     "An error as the one line `main` prints: our message, or for the operating system's errors the file and the reason."
     if isinstance(e, OSError) and e.filename and e.strerror: return f"{e.filename}: {e.strerror[0].lower()}{e.strerror[1:]}"
-    return ' '.join(str(e).split())
+    return re.sub(r"^Exception occured in `\w+` when calling event `\w+`:\s*", '', ' '.join(str(e).split()))   # fastai's wrapper of a callback's error
 
 class Interrupted(KeyboardInterrupt):
     "SIGTERM, turned into the exception Ctrl-C raises, so that a terminated run ends the way an interrupted one does."

@@ -61,7 +61,9 @@ def _read(path):
     "Header and voxel data of the NIfTI file at `path`, or a `DataError` that says what is wrong."
     p = _check_file(path)
     try: img = nib.load(p)
-    except ImageFileError as e: raise DataError(f"{p}: not a valid NIfTI file ({_why(e, p)})") from None
+    except ImageFileError as e:
+        hint = '; if it is an uncompressed NIfTI, its name should end in .nii' if 'gzip' in str(e) and p.name.lower().endswith('.gz') else ''
+        raise DataError(f"{p}: not a valid NIfTI file ({_why(e, p)}{hint})") from None
     except (EOFError, OSError, zlib.error, ValueError) as e: raise DataError(f"{p}: truncated or corrupt ({_why(e, p)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(f"{p}: not a NIfTI file (nibabel reads it as {type(img).__name__})")

@@ -349,8 +349,9 @@ def read_checkpoint(path, fmt:str, what:str, map_location='cpu', need:dict=None)
         raise DataError(f"{path}: not an ssl3d_nb {what} file (no {fmt!r} format tag)")
     for k, t in (need or {}).items():
         if not isinstance(ck.get(k), t):
-            names = ' or '.join(c.__name__ for c in (t if isinstance(t, tuple) else (t,)))
-            raise _damaged(path, what, f"its {k!r} is {'missing' if k not in ck else 'a ' + type(ck[k]).__name__} (should be a {names})")
+            a = lambda n: ('an ' if n[0] in 'aeiou' else 'a ') + n
+            names = ' or '.join(a(c.__name__) for c in (t if isinstance(t, tuple) else (t,)))
+            raise _damaged(path, what, f"its {k!r} is {'missing' if k not in ck else a(type(ck[k]).__name__)} (should be {names})")
     if isinstance(ck.get('state_dict'), dict) and not all(isinstance(v, torch.Tensor) for v in ck['state_dict'].values()):
         raise _damaged(path, what, "its 'state_dict' holds values that are not tensors")
     return ck

@@ -220,7 +220,7 @@ def c_resume_no_phase(t, m):
 def c_resume_other_network(t, m):
     def w(f):
         ck = torch.load(f, weights_only=True); ck['model'] = {k: v[..., :1] if v.ndim > 1 else v for k, v in ck['model'].items()}; torch.save(ck, f)
-    c = resume_with(t, m, w); c.words = ("checkpoint.pth: its weights do not fit this run's network",); return c
+    c = resume_with(t, m, w); c.words = ("ssl3d: error: /", "checkpoint.pth: its weights do not fit this run's network",); c.absent = ('Exception occured',); return c
 
 def c_resume_without_config(t, m):
     (t/'o').mkdir()
@@ -274,7 +274,7 @@ def c_model_wrong_shapes(t, m):
     c.words = ('m.pth: its weights do not fit',); return c
 
 def c_model_no_n_classes(t, m):
-    c = crafted_model(t, m, lambda ck: ck.pop('n_classes')); c.words = ("m.pth: its 'n_classes' is missing",); return c
+    c = crafted_model(t, m, lambda ck: ck.pop('n_classes')); c.words = ("m.pth: its 'n_classes' is missing (should be an int)",); return c
 
 def c_model_string_config(t, m):
     c = crafted_model(t, m, lambda ck: ck.update(encoder='resunet')); c.words = ("m.pth: its 'encoder' is a str",); return c
@@ -341,7 +341,7 @@ def c_gzip_name_plain_file(t, m):
     s = t/'s'; s.mkdir()
     import gzip
     (s/'a.nii.gz').write_bytes(gzip.decompress((SAMPLE/'imagesTr/colin27_left.nii.gz').read_bytes())[:-10])
-    return Case(['info', s], words=('a.nii.gz',), absent=('File the file',))
+    return Case(['info', s], words=('a.nii.gz: not a valid NIfTI file', 'its name should end in .nii'), absent=('File the file',))
 
 def c_nan_scan(t, m):
     img, a = sample_img(); f = a.astype(np.float32); f[1, 1, 1] = np.nan
