@@ -34,6 +34,17 @@ def _positive(**opts):
 def _choice(name:str, v, allowed):
     if v not in allowed: raise ValueError(f"--{name} must be one of {', '.join(map(str, allowed))}, not {v!r}")
 
+def _task_params(spec:str|None)->dict:
+    "`--params ratio=0.75,block=8` as a dict of Python values (numbers, booleans, strings); the task refuses names it does not take."
+    import ast
+    out = {}
+    for part in filter(None, (spec or '').split(',')):
+        k, eq, v = part.partition('=')
+        if not eq or not k.strip(): raise ValueError(f"--params: {part!r} is not NAME=VALUE (e.g. --params ratio=0.75,block=8)")
+        try: out[k.strip()] = ast.literal_eval(v.strip())
+        except (ValueError, SyntaxError): out[k.strip()] = v.strip()
+    return out
+
 def _inputs(data, items=(), *files)->list:
     "What a command reads: the data path, every file its items name, and any other input files (encoder, model)."
     fs = [p for it in items for k in ('image', 'label') if k in it for p in (it[k] if isinstance(it[k], list) else [it[k]])]
@@ -120,6 +131,7 @@ def pretrain(
     norm:str=None,            # intensity normalisation: zscore, minmax, meanmax or none (default: the task's preset)
     fit:str=None,             # scans smaller than a crop: resize (no filler) or pad (default: the task's preset)
     preset:str='cpu',         # the task's settings: cpu, or paper (the paper's numbers: sized for GPUs)
+    params:str=None,          # the task's own parameters, NAME=VALUE,… e.g. ratio=0.75,block=8,token=learnt for mim
     probe:bool=False,         # first check with a shortcut probe that no cue without anatomy solves the task
     seed:int=0,               # seed of the split, the crops, the samples and the weights
     precision:str='fp32',     # fp32, or bf16 / fp16 mixed precision (GPU)
@@ -134,21 +146,22 @@ def pretrain(
     from ssl3d_nb.parallel import PRECISIONS
     if task not in TASKS: raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
     _positive(epochs=epochs, steps=steps, bs=bs, size=size, lr=lr, width=width); _choice('precision', precision, PRECISIONS)
-    t, p = TASKS[task].setup(preset, bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit)   # refuses an unknown preset, norm or fit
+    tp = _task_params(params)
+    t, p = TASKS[task].setup(preset, bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit, **tp)   # refuses an unknown preset, norm, fit or parameter
     items = find_scans(data)
     _, procs = init_distributed()
     config = dict(command='pretrain', task=task, data=str(Path(data).resolve()), n_scans=len(items), epochs=epochs, steps=steps, preset=preset,
-                  bs=p['bs'], size=p['crop'], lr=p['lr'], width=p['width_mult'], norm=p['norm'], fit=p['fit'], seed=seed,
+                  params=tp, bs=p['bs'], size=p['crop'], lr=p['lr'], width=p['width_mult'], norm=p['norm'], fit=p['fit'], seed=seed,
                   precision=precision, channels_last=channels_last, processes=procs, version=ssl3d_nb.__version__)
     run = RunFolder(out, ['encoder.pth'], config, resume, force, inputs=_inputs(data, items), command=f'ssl3d pretrain --task {task}')
     collective(run.check)                                             # nothing written yet, and nothing will be if a check below fails
     ck = Path(out)/'checkpoint.pth'
     learn, p = pretrain_setup(task, items, preset, seed=seed, steps_per_epoch=steps, checkpoint=ck, resume=resume, precision=precision,
-                              channels_last=channels_last, bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit)
+                              channels_last=channels_last, bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit, **tp)
     check_images(learn.dls.train.scans + learn.dls.valid.scans, 'pretraining')
     with run:
         out = run.path
-        if probe: _probe(task, items, preset, seed, crop=size, norm=norm, fit=fit)
+        if probe: _probe(task, items, preset, seed, crop=size, norm=norm, fit=fit, **tp)
         if resume: _resuming(out, epochs, 'pretraining')
         t0 = time.time()
         _say(f"pretraining {task} on {len(items)} scans from {data}: {epochs} epochs × {steps} steps "
@@ -190,6 +203,7 @@ def finetune(
     fraction:float=None,      # this share of the subjects left after validation
     valid:int=2,              # validation subjects (the best epoch on them is kept)
     decoder:str='unet',       # unet (skips at every scale) or duc (dense upsampling)
+    decoder_weights:str='random', # random, or from-encoder: the U-Net decoder pretrained with the encoder (ssl3d pretrain --task mim)
     mode:str='warmup',        # warmup (encoder frozen first), frozen or unfrozen
     warmup:int=2,             # epochs with the encoder frozen ('warmup' mode)
     epochs:int=16,            # epochs of `steps` steps, warm-up included
@@ -210,15 +224,19 @@ def finetune(
     from ssl3d_nb.data import subject_split, labeled_subset, subject_of, load_scans
     from ssl3d_nb.experiments import finetune_run
     from ssl3d_nb.models import load_encoder, check_divisible
-    from ssl3d_nb.finetune import FINETUNE_MODES
+    from ssl3d_nb.finetune import FINETUNE_MODES, DECODER_WEIGHTS, pretrained_decoder
     from ssl3d_nb.parallel import PRECISIONS
     _positive(labeled=labeled, fraction=fraction, valid=valid, epochs=epochs, steps=steps, lr=lr, size=size, bs=bs)
     _choice('decoder', decoder, ('unet', 'duc')); _choice('mode', mode, FINETUNE_MODES); _choice('precision', precision, PRECISIONS)
+    _choice('decoder-weights', decoder_weights, DECODER_WEIGHTS)
+    if decoder_weights != 'random' and (encoder is None or decoder != 'unet'):
+        raise ValueError("--decoder-weights from-encoder needs --encoder (a file pretrained with --task mim) and the unet decoder")
     if norm is not None: _choice('norm', norm, ('zscore', 'minmax', 'meanmax', 'none'))
     if warmup < 0: raise ValueError(f"--warmup must be 0 or more epochs, not {warmup}")
     check_divisible((size,) * 3, 16, f'--size {size}')
     items, names, label_values = _labelled(data)
     net, epre = load_encoder(encoder) if encoder else (None, {})
+    dec_state = pretrained_decoder(encoder, decoder_weights)               # refuses an encoder file that holds no decoder
     if net is not None and getattr(net, 'spatial_dims', 3) != 3 and not hasattr(net, 'widths'):
         raise DataError(f"{encoder}: a point descriptor ({type(net).__name__}) has no feature maps for a segmentation decoder; use it with ssl3d features or knn")
     epre = epre.get('preprocessing')
@@ -235,7 +253,7 @@ def finetune(
     enc = str(Path(encoder).resolve()) if encoder else None
     _, procs = init_distributed()
     config = dict(command='finetune', data=str(Path(data).resolve()), encoder=enc, labeled=labeled, fraction=fraction, valid=valid,
-                  decoder=decoder, mode=mode, warmup=warmup, epochs=epochs, steps=steps, lr=lr, size=size, bs=bs, norm=pre.norm or 'none', seed=seed,
+                  decoder=decoder, decoder_weights=decoder_weights, mode=mode, warmup=warmup, epochs=epochs, steps=steps, lr=lr, size=size, bs=bs, norm=pre.norm or 'none', seed=seed,
                   train_subjects=sorted({subject_of(items[i]) for i in tr}), valid_subjects=sorted({subject_of(items[i]) for i in va}),
                   precision=precision, channels_last=channels_last, processes=procs, version=ssl3d_nb.__version__)
     run = RunFolder(out, ['model.pth'], config, resume, force, inputs=_inputs(data, items, encoder), command='ssl3d finetune')
@@ -255,7 +273,7 @@ def finetune(
               f"{config['norm']} intensities" + (" (the encoder's preprocessing)" if epre else ''))
         t0 = time.time()
         row, hist = finetune_run(net, train, val, [], len(names) + 1, steps=epochs * steps, steps_per_epoch=steps, lr=lr, warmup=warmup,
-                                 mode=mode, decoder=decoder, size=size, bs=bs, seed=seed, class_names=names, checkpoint=out/'checkpoint.pth',
+                                 mode=mode, decoder=decoder, decoder_weights='random' if dec_state is None else dec_state, size=size, bs=bs, seed=seed, class_names=names, checkpoint=out/'checkpoint.pth',
                                  resume=resume, save=out/'model.pth', progress=True, precision=precision,
                                  channels_last=channels_last or None,
                                  meta=dict(config=config, preprocessing=pre.to_dict(), encoder_file=enc))
@@ -541,6 +559,12 @@ def launch(nproc:int, argv:list)->int:
         if lines: print(lines[0], file=sys.stderr)
     return status
 
+def _underscored(a:str)->str:
+    "An option's name as the parser knows it: `--decoder-weights` → `--decoder_weights` (values and negative numbers untouched)."
+    if not a.startswith('--') or a[2:3].isdigit(): return a
+    name, eq, val = a[2:].partition('=')
+    return '--' + name.replace('-', '_') + eq + val
+
 def main(argv=None)->int:
     "Entry point of the `ssl3d` console script."
     import signal
@@ -556,6 +580,7 @@ def main(argv=None)->int:
     if cmd not in COMMANDS:
         print(f"ssl3d: error: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr); return 2
     func = COMMANDS[cmd]
+    rest = [_underscored(a) for a in rest]                   # --decoder-weights and --decoder_weights alike
     args = vars(anno_parser(func, prog=f'ssl3d {cmd}').parse_args(rest))
     args.pop('pdb', None); args.pop('xtra', None)
     RunFolder.last = None

@@ -17,7 +17,7 @@ from .checkpoint import Checkpoint
 from .parallel import data_parallel, speedups, is_main, barrier
 from fastai.torch_core import num_distrib
 from .tasks import pretrain_learner, pretrain_dls, save_pretrained
-from .finetune import seg_dls, finetune_learner, fit_finetune, evaluate, SegAugment, History, KeepBest, slices, save_model
+from .finetune import seg_dls, finetune_learner, pretrained_decoder, fit_finetune, evaluate, SegAugment, History, KeepBest, slices, save_model
 
 # %% auto #0
 __all__ = ['fixed_split', 'pretrain_setup', 'pretrain_fit', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency',
@@ -118,6 +118,7 @@ def finetune_run(
     mode:str='warmup',         # see `fit_finetune`
     lr_mult:float=10,          # after warm-up the encoder learns at lr / lr_mult
     decoder:str='unet',
+    decoder_weights='random',  # 'random', or 'from-encoder': the U-Net decoder saved with the encoder (masked image modelling)
     arch:str='resunet',        # a fresh encoder's architecture (scratch): 'resunet' or 'vgg'
     size=32, bs:int=4,
     fg_prob:float=0.,          # share of training crops centred on a labelled voxel (`seg_dls`)
@@ -137,13 +138,14 @@ def finetune_run(
 )->tuple:                      # (row of results, per-epoch history `DataFrame`); under `torchrun`: data-parallel
     "Fine-tune (or train from scratch) on `train`, keep the best epoch on `valid`, score every scan of `test` (in 3D)."
     set_seed(seed)
+    dec = pretrained_decoder(encoder, decoder_weights)                                       # from the file, before it becomes a module
     if isinstance(encoder, (str, Path)): encoder = load_encoder(encoder)[0]                 # read once, here
     if spatial_dims is None: spatial_dims = getattr(encoder, 'spatial_dims', 3)
     if spatial_dims == 2: train, valid, bs = slices(train), slices(valid), 2 * bs   # test scans stay 3D: scored slice by slice
     dls = seg_dls(train, valid, size=size, bs=bs, steps_per_epoch=steps_per_epoch, seed=seed, fg_prob=fg_prob)
     cbs = [SegAugment(flip_axes=flip_axes, seed=seed)] if augment else []
     if checkpoint: cbs.append(Checkpoint(checkpoint, resume))
-    learn = finetune_learner(dls, n_classes, encoder=encoder, decoder=decoder, arch=arch, class_names=class_names, cbs=cbs, precision=precision,
+    learn = finetune_learner(dls, n_classes, encoder=encoder, decoder=decoder, decoder_weights='random' if dec is None else dec, arch=arch, class_names=class_names, cbs=cbs, precision=precision,
                              channels_last=channels_last)
     start = time.time()
     with _shown(learn, progress), data_parallel(learn): fit_finetune(learn, max(1, steps // steps_per_epoch), lr, warmup=warmup, mode=mode, lr_mult=lr_mult)

@@ -24,7 +24,8 @@ with warnings.catch_warnings():   # fastai 2.8.7's tabular module (imported by i
     import fastai.callback.progress, fastai.callback.schedule
     from fastai.callback.tracker import TrackerCallback
 from .models import (ResUNetEncoder, VGG3d, PlanarEncoder, D3DCNN, UNetDecoder, DUC, adapt_input_channels,
-                             build_encoder, load_encoder, check_divisible, write_checkpoint, read_checkpoint, rebuild)
+                             build_encoder, load_encoder, check_divisible, write_checkpoint, read_checkpoint, rebuild,
+                             load_decoder_state)
 from .preprocess import pad_to, pad_to_multiple
 from .losses import DiceCELoss
 from .metrics import seg_metrics, dice, region_dice, BRATS_REGIONS, confusion_matrix, cm_scores
@@ -33,9 +34,10 @@ from .checkpoint import Checkpoint
 from .parallel import ChannelsLast3d, speedups, unwrap
 
 # %% auto #0
-__all__ = ['FINETUNE_MODES', 'feature_widths', 'multiscale', 'SegModel', 'ClsModel', 'transfer_encoder', 'seg_dls', 'KeepBest',
-           'History', 'random_affines', 'warp', 'SegAugment', 'finetune_learner', 'fit_finetune', 'predict_volume',
-           'segment', 'evaluate', 'slices', 'save_model', 'load_model']
+__all__ = ['DECODER_WEIGHTS', 'FINETUNE_MODES', 'feature_widths', 'multiscale', 'SegModel', 'ClsModel', 'transfer_encoder',
+           'pretrained_decoder', 'transfer_decoder', 'seg_dls', 'KeepBest', 'History', 'random_affines', 'warp',
+           'SegAugment', 'finetune_learner', 'fit_finetune', 'predict_volume', 'segment', 'evaluate', 'slices',
+           'save_model', 'load_model']
 
 # %% ../nbs/23_finetune.ipynb #4634ac2a
 def feature_widths(encoder:nn.Module)->tuple:
@@ -101,6 +103,38 @@ def transfer_encoder(
     feature_widths(encoder)                                   # refuses point descriptors early
     if getattr(encoder, 'in_channels', in_channels) != in_channels: adapt_input_channels(encoder, in_channels)
     return encoder, {**meta, 'pretrained': True}
+
+# %% ../nbs/23_finetune.ipynb #d4f602a3
+DECODER_WEIGHTS = ('random', 'from-encoder')
+
+def pretrained_decoder(encoder, decoder_weights='random')->dict|None:
+    "The decoder weights asked for: None for 'random', the U-Net decoder saved in the encoder file for 'from-encoder', or the state dict given."
+    if isinstance(decoder_weights, dict): return decoder_weights
+    if decoder_weights not in DECODER_WEIGHTS: raise ValueError(f"decoder_weights must be one of {', '.join(DECODER_WEIGHTS)} or a state dict, not {decoder_weights!r}")
+    if decoder_weights == 'random': return None
+    if not isinstance(encoder, (str, Path)): raise ValueError("decoder_weights='from-encoder' needs the encoder as a file (or pass the decoder's state dict)")
+    if (state := load_decoder_state(encoder)) is None:
+        raise DataError(f"{encoder}: holds no decoder; only masked image modelling (mim) pretrains one — fine-tune with a random decoder")
+    return state
+
+def transfer_decoder(
+    model:SegModel,           # a U-Net segmentation model
+    state:dict,               # a pretrained `UNetDecoder`'s weights (`load_decoder_state`)
+    source='the pretrained decoder',  # what to name in an error
+)->SegModel:
+    "Copy `state` into `model`'s U-Net decoder, all but the class head (in place); any mismatch is a `DataError`."
+    if getattr(model, 'decoder_kind', None) != 'unet': raise ValueError(f"a pretrained decoder goes into a U-Net decoder, not {getattr(model, 'decoder_kind', None)!r}")
+    own = model.decoder.state_dict()
+    body = {k: v for k, v in state.items() if not k.startswith('head.')}
+    mine = {k for k in own if not k.startswith('head.')}
+    if set(body) != mine: raise DataError(f"{source}: its decoder has {len(body)} tensors, this model's {len(mine)}: another number of levels "
+                                          f"(e.g. {sorted(set(body) ^ mine)[0]})")
+    if bad := [k for k in body if body[k].shape != own[k].shape]:
+        raise DataError(f"{source}: its decoder does not fit this model's (e.g. {bad[0]}: {tuple(body[bad[0]].shape)} against "
+                        f"{tuple(own[bad[0]].shape)}): other widths")
+    model.decoder.load_state_dict({**own, **body})
+    model.decoder_pretrained = True
+    return model
 
 # %% ../nbs/23_finetune.ipynb #d7b255cc
 def seg_dls(
@@ -223,16 +257,19 @@ def finetune_learner(
     channels_last:bool=None,   # channels-last 3D tensors (default: on a CPU)
     precision:str='fp32',      # 'bf16' or 'fp16': mixed precision (GPU)
     path=None,                 # where `learn.save` / `learn.export` write (default: the `DataLoaders`' path); training writes nothing
+    decoder_weights='random',  # 'random', 'from-encoder' (the U-Net decoder saved in the encoder file), or a decoder state dict
     cbs=None,
     **kwargs,
 )->Learner:
     "A fastai `Learner` that fine-tunes `encoder` (or trains from scratch) with a decoder or classifier head."
     xb = dls.one_batch()[0]
+    encoder_arg, dec_state = encoder, pretrained_decoder(encoder, decoder_weights)
     encoder, meta = transfer_encoder(encoder, xb.shape[1], width_mult, xb.ndim - 2, arch)
     if getattr(encoder, 'spatial_dims', 3) != xb.ndim - 2:
         raise DataError(f"the encoder is {getattr(encoder, 'spatial_dims', 3)}D but the batches are {xb.ndim - 2}D; "
                         "a 2D encoder fine-tunes on the scans' slices (`slices`)")
     model = ClsModel(encoder, n_classes) if decoder == 'cls' else SegModel(encoder, n_classes, decoder)
+    if dec_state is not None: transfer_decoder(model, dec_state, encoder_arg if isinstance(encoder_arg, (str, Path)) else 'the pretrained decoder')
     if decoder == 'cls':
         from fastai.metrics import accuracy
         from ssl3d_nb.metrics import kappa_metric
@@ -242,7 +279,8 @@ def finetune_learner(
     monitor = monitor or ('accuracy' if decoder == 'cls' else 'mean_dice')
     if getattr(dls.train, 'size', None) is not None: model.roi = tuple(dls.train.size)   # the window for whole-scan inference
     extra = [KeepBest(monitor), History()]
-    splitter = lambda m: [list(m.encoder.parameters()), [p for n, p in m.named_parameters() if not n.startswith('encoder.')]]
+    pre = ('encoder.', 'decoder.ups.', 'decoder.blocks.') if getattr(model, 'decoder_pretrained', False) else ('encoder.',)
+    splitter = lambda m: [[p for n, p in m.named_parameters() if n.startswith(pre)], [p for n, p in m.named_parameters() if not n.startswith(pre)]]
     if path is not None: kwargs['path'] = Path(path)
     learn = Learner(dls, model, splitter=splitter, cbs=extra + listify(cbs), **kwargs)
     learn.encoder_meta, learn.pretrained = meta, meta['pretrained']

@@ -18,7 +18,7 @@ __all__ = ['ENCODERS', 'norm_layer', 'ConvNormAct', 'count_params', 'ResBlock', 
            'ResUNetEncoder2d', 'check_divisible', 'UNetDecoder', 'UNetDecoder3d', 'pixel_shuffle_nd',
            'pixel_unshuffle_nd', 'DUC', 'DUC3d', 'VGG3d', 'Siamese', 'D2DCNN', 'PlanarEncoder', 'Reg2DHead',
            'HeatmapHead', 'D3DCNN', 'SixNeighbourHead', 'first_conv', 'adapt_input_channels', 'build_encoder',
-           'write_checkpoint', 'read_checkpoint', 'rebuild', 'save_encoder', 'load_encoder']
+           'write_checkpoint', 'read_checkpoint', 'rebuild', 'save_encoder', 'load_decoder_state', 'load_encoder']
 
 # %% ../nbs/08_models.ipynb #e8b4d40c
 def _conv(nd): return {2: nn.Conv2d, 3: nn.Conv3d}[nd]
@@ -366,14 +366,25 @@ def rebuild(path, what:str, build, state:dict, config)->nn.Module:
         raise _damaged(path, what, f"its weights do not fit the network its configuration describes ({' '.join(str(e).split())[:240]})") from None
     return net
 
-def save_encoder(encoder:nn.Module, path, overwrite:bool=False, **meta)->Path:
-    "Write `encoder`'s weights, config, the library version and `meta` to `path` (refuses to overwrite unless asked)."
+def _cpu_state(m:nn.Module)->dict: return {k: v.detach().cpu() for k, v in m.state_dict().items()}
+
+def save_encoder(encoder:nn.Module, path, overwrite:bool=False, decoder:nn.Module=None, **meta)->Path:
+    "Write `encoder`'s weights, config, the library version and `meta` to `path` — and a pretrained `UNetDecoder`'s weights, if given."
     if not hasattr(encoder, 'config'): raise ValueError(f"{type(encoder).__name__} has no `config`; only this library's encoders can be saved")
-    return write_checkpoint({'format': 'ssl3d_nb.encoder/1', 'config': dict(encoder.config), 'meta': meta,
-                             'state_dict': {k: v.detach().cpu() for k, v in encoder.state_dict().items()}}, path, overwrite)
+    ck = {'format': 'ssl3d_nb.encoder/1', 'config': dict(encoder.config), 'meta': meta, 'state_dict': _cpu_state(encoder)}
+    if decoder is not None: ck['decoder'] = {'widths': list(encoder.widths), 'state_dict': _cpu_state(decoder)}
+    return write_checkpoint(ck, path, overwrite)
+
+def load_decoder_state(path)->dict|None:
+    "The U-Net decoder weights saved with the encoder at `path` (masked image modelling pretrains them), or None."
+    ck = read_checkpoint(path, 'ssl3d_nb.encoder/1', 'encoder', need={'config': dict, 'state_dict': dict})
+    dec = ck.get('decoder')
+    if dec is None: return None
+    if not isinstance(dec, dict) or not isinstance(dec.get('state_dict'), dict): raise _damaged(path, 'encoder', "its 'decoder' is not a dict of weights")
+    return dec['state_dict']
 
 def load_encoder(path, map_location='cpu')->tuple:
     "Rebuild a saved encoder: `(encoder, meta)`, `meta` holding config, version and what was saved with it."
     ck = read_checkpoint(path, 'ssl3d_nb.encoder/1', 'encoder', map_location, need={'config': dict, 'state_dict': dict, 'meta': dict})
     enc = rebuild(path, 'encoder', lambda: build_encoder(ck['config']), ck['state_dict'], ck['config'])
-    return enc, {'config': ck['config'], 'version': ck['version'], **ck['meta']}
+    return enc, {'config': ck['config'], 'version': ck['version'], 'with_decoder': 'decoder' in ck, **ck['meta']}

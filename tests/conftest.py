@@ -1,10 +1,11 @@
 "Shared fixtures: the repository root, and the larger data sets (skip, or fail in CI, when absent)."
-import hashlib, os, shutil, subprocess, sys
+import hashlib, json, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin/, where nbdev's and ssl3d's scripts are
+SAMPLE = ROOT/'data_samples/colin27_subcortical'
 
 
 PROJECT = ('settings.ini', 'setup.py', 'pyproject.toml', 'README.md', 'nbs', 'ssl3d_nb')
@@ -53,3 +54,22 @@ def digests(folder) -> dict:
     "The sha256 of every file under `folder` (not following links to files): what 'the user's files are unchanged' compares."
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(Path(folder).rglob('*')) if p.is_file() and not p.is_symlink()}
+
+
+def decathlon(root, n=2, image=None, label=None, labels=None, modality=None, entries=None, **extra):
+    "A Decathlon folder of `n` subjects (the Colin27 crops, as two subjects), with optional replacements."
+    (root/'imagesTr').mkdir(parents=True); (root/'labelsTr').mkdir()
+    names = ['colin27_left', 'colin27_right'][:n]
+    for i, name in enumerate(names):
+        shutil.copy(SAMPLE/f'imagesTr/{name}.nii.gz', root/f'imagesTr/s{i}.nii.gz')
+        shutil.copy(SAMPLE/f'labelsTr/{name}.nii.gz', root/f'labelsTr/s{i}.nii.gz')
+    import nibabel as nib
+    if image is not None: nib.save(image, root/'imagesTr/s0.nii.gz')
+    if label is not None: nib.save(label, root/'labelsTr/s0.nii.gz')
+    meta = json.loads((SAMPLE/'dataset.json').read_text())
+    meta['training'] = entries if entries is not None else [{'image': f'./imagesTr/s{i}.nii.gz', 'label': f'./labelsTr/s{i}.nii.gz'} for i in range(n)]
+    if labels is not None: meta['labels'] = labels
+    if modality is not None: meta['modality'] = modality
+    meta.update(extra)
+    (root/'dataset.json').write_text(json.dumps(meta))
+    return root

@@ -70,12 +70,14 @@ def test_models_contract():
 
 DESIGN_TASKS = {'rubik', 'rubik-order', 'jigsaw', 'rotation', 'rpl', 'cpc', 'exemplar', 'jigsaw-2d', 'rotation-2d',
                 'rpl-2d', 'cpc-2d', 'exemplar-2d', 'planar-reg2d', 'planar-heatmap', 'doersch'}
+BEYOND_TASKS = {'mim', 'mim-2d'}        # masked image modelling: today's practice beyond the three papers (issue 20)
 
 
 def test_task_registry():
     from ssl3d_nb.tasks import TASKS, Task
     assert all(isinstance(t, Task) and t.name == k for k, t in TASKS.items())
-    assert set(TASKS) == DESIGN_TASKS, f"not in DESIGN.md: {set(TASKS) - DESIGN_TASKS}; missing: {DESIGN_TASKS - set(TASKS)}"
+    known = DESIGN_TASKS | BEYOND_TASKS
+    assert set(TASKS) == known, f"neither in DESIGN.md nor beyond it: {set(TASKS) - known}; missing: {known - set(TASKS)}"
 
 
 def test_every_task_trains_one_step(tmp_path):

@@ -18,9 +18,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, BIN, dataset, ssl3d, digests
+from conftest import ROOT, BIN, SAMPLE, dataset, ssl3d, digests, decathlon
 
-SAMPLE = ROOT/'data_samples/colin27_subcortical'
 BRAINS = ROOT/'data_samples/brains'
 
 
@@ -32,24 +31,6 @@ def run_main(*argv):
         try: rc = main([str(a) for a in argv])
         except SystemExit as e: rc = e.code
     return rc, out.getvalue(), err.getvalue()
-
-
-def decathlon(root, n=2, image=None, label=None, labels=None, modality=None, entries=None, **extra):
-    "A Decathlon folder of `n` subjects (the Colin27 crops, as two subjects), with optional replacements."
-    (root/'imagesTr').mkdir(parents=True); (root/'labelsTr').mkdir()
-    names = ['colin27_left', 'colin27_right'][:n]
-    for i, name in enumerate(names):
-        shutil.copy(SAMPLE/f'imagesTr/{name}.nii.gz', root/f'imagesTr/s{i}.nii.gz')
-        shutil.copy(SAMPLE/f'labelsTr/{name}.nii.gz', root/f'labelsTr/s{i}.nii.gz')
-    if image is not None: nib.save(image, root/'imagesTr/s0.nii.gz')
-    if label is not None: nib.save(label, root/'labelsTr/s0.nii.gz')
-    meta = json.loads((SAMPLE/'dataset.json').read_text())
-    meta['training'] = entries if entries is not None else [{'image': f'./imagesTr/s{i}.nii.gz', 'label': f'./labelsTr/s{i}.nii.gz'} for i in range(n)]
-    if labels is not None: meta['labels'] = labels
-    if modality is not None: meta['modality'] = modality
-    meta.update(extra)
-    (root/'dataset.json').write_text(json.dumps(meta))
-    return root
 
 
 def sample_img():
@@ -353,6 +334,25 @@ def c_both_resume_force(t, m):
 def c_evaluate_out_is_model(t, m):
     shutil.copy(m['model'], t/'model.pth')
     return Case(['evaluate', '--model', t/'model.pth', '--data', m['deca'], '--out', t/'model.pth', '--force', '--all'], words=('model.pth: is an input of this command',))
+
+def c_decoder_weights_without_decoder(t, m):
+    return Case(['finetune', '--data', m['deca'], '--encoder', m['encoder'], '--out', t/'o', '--decoder-weights', 'from-encoder', *FT],
+                words=('pre/encoder.pth: holds no decoder; only masked image modelling (mim) pretrains one',), out=t/'o')
+
+def c_decoder_weights_without_encoder(t, m):
+    return Case(['finetune', '--data', m['deca'], '--out', t/'o', '--decoder-weights', 'from-encoder', *FT],
+                words=('--decoder-weights from-encoder needs --encoder',), out=t/'o')
+
+def c_decoder_weights_unknown(t, m):
+    return Case(['finetune', '--data', m['deca'], '--out', t/'o', '--decoder_weights', 'pretrained', *FT],
+                words=('--decoder-weights must be one of random, from-encoder',), out=t/'o')
+
+def c_params_unknown(t, m):
+    return Case(['pretrain', '--task', 'mim', '--data', BRAINS, '--out', t/'o', '--params', 'colour=red', *PRE],
+                words=("mim: 'colour' is neither a training setting", 'nor a parameter of the task (spatial_dims, block, ratio, token)'), out=t/'o')
+
+def c_params_malformed(t, m):
+    return Case(['pretrain', '--task', 'mim', '--data', BRAINS, '--out', t/'o', '--params', 'ratio', *PRE], words=("--params: 'ratio' is not NAME=VALUE",), out=t/'o')
 
 def c_resume_settings_never_started(t, m):
     "A refused command leaves nothing behind, so the corrected command is not refused as 'settings differ'."

@@ -8,9 +8,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import ROOT, BIN, ssl3d, digests
+from conftest import ROOT, BIN, SAMPLE, ssl3d, digests, decathlon
 
-SAMPLE = ROOT/'data_samples/colin27_subcortical'
 
 
 def test_main_job_on_data_samples():
@@ -62,12 +61,12 @@ def test_pretrain_killed_mid_run_resumes_to_the_same_encoder(tmp_path):
 
 TASK_ENCODERS = {'rubik': 'VGG3d', 'rubik-order': 'VGG3d', 'planar-reg2d': 'PlanarEncoder', 'planar-heatmap': 'PlanarEncoder', 'doersch': 'D3DCNN'}
 ALL_TASKS = ['rotation', 'jigsaw', 'rpl', 'cpc', 'exemplar', 'rotation-2d', 'jigsaw-2d', 'rpl-2d', 'cpc-2d', 'exemplar-2d',
-             'rubik', 'rubik-order', 'planar-reg2d', 'planar-heatmap', 'doersch']
+             'rubik', 'rubik-order', 'planar-reg2d', 'planar-heatmap', 'doersch', 'mim', 'mim-2d']
 
 
 @pytest.mark.parametrize('task', ALL_TASKS)
 def test_every_task_pretrains_its_own_network(task, tmp_path):
-    "`ssl3d pretrain --task NAME` for each of the 15 tasks (in-process, two steps): the encoder file holds the task's own network and its preset."
+    "`ssl3d pretrain --task NAME` for each of the 17 tasks (in-process, two steps): the encoder file holds the task's own network and its preset."
     from ssl3d_nb.cli import main
     from ssl3d_nb.models import load_encoder
     from ssl3d_nb.tasks import TASKS
@@ -80,3 +79,22 @@ def test_every_task_pretrains_its_own_network(task, tmp_path):
     assert {k: meta['settings'][k] for k in settings} == settings and meta['task'] == task
     assert meta['preprocessing']['norm'] == settings['norm']
     assert json.loads((tmp_path/'run/config.json').read_text())['norm'] == settings['norm']
+    assert meta['with_decoder'] == task.startswith('mim')                               # masked image modelling saves its U-Net decoder too
+
+
+def test_finetune_starts_the_decoder_from_masked_image_modelling(tmp_path):
+    "ssl3d pretrain --task mim, then ssl3d finetune --decoder-weights from-encoder: every decoder tensor but the head starts as the file's (a learning rate of 1e-12 keeps it there); a random decoder does not."
+    import torch
+    from ssl3d_nb.cli import main
+    from ssl3d_nb.models import load_decoder_state
+    from ssl3d_nb.finetune import load_model
+    assert main(['pretrain', '--task', 'mim', '--data', str(ROOT/'data_samples/brains'), '--out', str(tmp_path/'mim'), '--epochs', '1', '--steps', '2', '--bs', '2']) == 0
+    state = load_decoder_state(tmp_path/'mim/encoder.pth')
+    deca = decathlon(tmp_path/'deca')
+    same = {}
+    for dw in ('from-encoder', 'random'):
+        assert main(['finetune', '--data', str(deca), '--encoder', str(tmp_path/'mim/encoder.pth'), '--out', str(tmp_path/dw), '--labeled', '1', '--valid', '1',
+                     '--epochs', '1', '--steps', '1', '--size', '32', '--bs', '2', '--lr', '1e-12', '--mode', 'unfrozen', '--decoder-weights', dw]) == 0
+        got = load_model(tmp_path/dw/'model.pth')[0].decoder.state_dict()
+        same[dw] = all(torch.allclose(got[k], v, atol=1e-6) for k, v in state.items() if not k.startswith('head.'))
+    assert same == {'from-encoder': True, 'random': False}

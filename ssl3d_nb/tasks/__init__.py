@@ -9,7 +9,7 @@ __all__ = ['TASKS', 'SETTINGS', 'Task', 'register_task', 'get_task', 'pretrain_l
 # %% ../../nbs/19_tasks.ipynb #f214438e
 from .core import *
 from .core import TASKS, SETTINGS, Task, register_task, get_task, pretrain_learner, pretrain_dls, save_pretrained, preset_table
-from . import rotation, exemplar, jigsaw, rpl, rubik, cpc, context
+from . import rotation, exemplar, jigsaw, rpl, rubik, cpc, context, mim
 from .probe import shortcut_probe, probeable
 
 # %% ../../nbs/19_tasks.ipynb #25c71b79

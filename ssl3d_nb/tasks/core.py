@@ -212,6 +212,9 @@ def _check_batches(task, dls):
 def _check_size(task, dls):
     "Refuse crops too small for the task's grid of cells or patches, before any training."
     need, size = task.min_size(), getattr(dls.train, 'size', None)
+    mult = getattr(task, 'crop_multiple', 1)
+    if size is not None and any(s % mult for s in size):
+        raise DataError(f"{task.name} needs crops whose sides are multiples of {mult}, but the loader's crops are {'×'.join(map(str, size))}")
     if need is None or size is None: return
     if any(s < n for s, n in zip(size, need)):
         raise DataError(f"{task.name} needs crops of at least {'×'.join(map(str, need))} voxels with {task!r}, "
@@ -275,7 +278,8 @@ def pretrain_dls(
 def save_pretrained(learn:Learner, path, preprocess=None, overwrite:bool=False, **meta)->Path:
     "Save the pretrained encoder of `learn` with the task, its settings and the preprocessing."
     pre = preprocess.to_dict() if hasattr(preprocess, 'to_dict') else preprocess
-    return save_encoder(learn.encoder, path, overwrite=overwrite, task=learn.task.name,
+    dec = getattr(learn.model, 'decoder', None)                 # masked image modelling trains a whole U-Net: its decoder goes too
+    return save_encoder(learn.encoder, path, overwrite=overwrite, decoder=dec, task=learn.task.name,
                         task_config=learn.task.config(), preprocessing=pre, **meta)
 
 # %% ../../nbs/10_tasks.core.ipynb #c5bb6d7f
