@@ -16,8 +16,8 @@ from .parallel import init_distributed, is_main, barrier
 from .runs import RunFolder, collective, write_text
 
 # %% auto #0
-__all__ = ['COMMANDS', 'info', 'pretrain', 'finetune', 'evaluate', 'scan_features', 'features', 'demo', 'benchmark', 'error_line',
-           'Interrupted', 'interrupted_line', 'launch', 'main']
+__all__ = ['COMMANDS', 'info', 'pretrain', 'finetune', 'evaluate', 'CasesFailed', 'predict', 'scan_features', 'features', 'demo',
+           'benchmark', 'error_line', 'Interrupted', 'interrupted_line', 'launch', 'main']
 
 # %% ../nbs/90_cli.ipynb #7fbcda6c
 def _require(cmd:str, **opts):
@@ -321,6 +321,67 @@ def evaluate(
     if out: write_text(out, json.dumps(res, indent=1, default=str) + '\n'); print(f"results written to {out}")
     return res
 
+# %% ../nbs/90_cli.ipynb #d92bef66
+class CasesFailed(ValueError):
+    "Some cases of `ssl3d predict` could not be segmented (each was reported on its own line); the others were written."
+
+@call_parse
+def predict(
+    model:str=None,           # a fine-tuned model (`ssl3d finetune`'s model.pth)
+    data:str=None,            # scans to segment: a folder of NIfTI files, a Decathlon folder (its images), or one file
+    out:str=None,             # output folder: CASE.nii.gz per case (and CASE_probabilities.nii.gz), predict.json
+    probabilities:bool=False, # also write each case's class scores (x, y, z, class) as float32
+    tta:bool=False,           # average with mirrored copies along the axes the model was trained to be mirrored on
+    bs:int=2,                 # sliding windows per forward pass
+    device:str=None,          # cpu, cuda, cuda:1, … (default: the GPU if there is one)
+    precision:str='fp32',     # fp32, or bf16 / fp16 autocast (GPU)
+    force:bool=False,         # replace the files of an earlier run in `out` (only files ssl3d wrote there are removed)
+):
+    "Segment scans with a fine-tuned model: one label map per case, in the case's own space (its shape, affine and axis order)."
+    _require('predict', model=model, data=data, out=out)
+    import torch, nibabel as nib, numpy as np
+    from contextlib import nullcontext
+    from ssl3d_nb.finetune import load_model, predict_scan
+    from ssl3d_nb.parallel import PRECISIONS
+    _positive(bs=bs); _choice('precision', precision, PRECISIONS)
+    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"--device {device}: this machine has no GPU that torch can use")
+    if precision != 'fp32' and dev.type != 'cuda': raise ValueError(f"--precision {precision} needs a GPU; this run is on the CPU (use fp32)")
+    net, meta = load_model(model)
+    items = find_scans(data)
+    pre = Preprocess.from_dict(meta['preprocessing']) if meta.get('preprocessing') else Preprocess(norm='zscore')
+    tta_axes = tuple(meta.get('flip_axes', [0])) if tta else ()
+    cases = [it.get('id') or nifti_stem(it['image'] if not isinstance(it['image'], list) else it['image'][0]) for it in items]
+    if len(set(cases)) < len(cases): raise DataError(f"{data}: two scans are named {next(c for c in cases if cases.count(c) > 1)}; their label maps would collide")
+    names = [f'{c}.nii.gz' for c in cases] + ([f'{c}_probabilities.nii.gz' for c in cases] if probabilities else [])
+    config = dict(command='predict', model=str(Path(model).resolve()), data=str(Path(data).resolve()), probabilities=probabilities, tta=tta,
+                  tta_axes=list(tta_axes), bs=bs, device=str(dev), precision=precision, preprocessing=pre.to_dict(), version=ssl3d_nb.__version__)
+    want = getattr(net.encoder, 'in_channels', None)
+    net = net.to(dev).eval()
+    amp = torch.autocast('cuda', dtype=torch.bfloat16 if precision == 'bf16' else torch.float16) if precision != 'fp32' else nullcontext()
+    done, failed, t0 = [], [], time.time()
+    with RunFolder(out, names + ['predict.json'], config, force=force, resumable=False, inputs=_inputs(data, items, model), command='ssl3d predict') as run:
+        for i, (it, case) in enumerate(zip(items, cases)):
+            t1 = time.time()
+            try:
+                s = load_scan({k: v for k, v in it.items() if k != 'label'}, pre, cache=False)
+                if want is not None and s.x.shape[0] != want:
+                    raise DataError(f"{s.meta['paths'][0]}: has {s.x.shape[0]} channel{'s' * (s.x.shape[0] != 1)}; {model} takes {want}")
+                with amp: img = predict_scan(net, s, pre, tta_axes=tta_axes, probabilities=probabilities, bs=bs)
+                if probabilities:
+                    nib.save(img, run.path/f'{case}_probabilities.nii.gz')
+                    img = nib.Nifti1Image(np.asanyarray(img.dataobj).argmax(-1).astype(np.uint8), img.affine)
+                nib.save(img, run.path/f'{case}.nii.gz')
+            except (DataError, OSError, ValueError) as e:
+                failed.append(case); print(f"ssl3d: error: {error_line(e)}", file=sys.stderr); continue
+            done.append({'case': case, 'image': [str(p) for p in s.meta['paths']], 'shape': list(img.shape), 'seconds': round(time.time() - t1, 2)})
+            _say(f"{i + 1}/{len(items)} {case}: {'×'.join(map(str, img.shape))} ({time.time() - t1:.1f} s)")
+        secs = time.time() - t0
+        write_text(run.path/'predict.json', json.dumps({**config, 'cases': done, 'failed': failed, 'seconds': round(secs, 1)}, indent=1) + '\n')
+    _say(f"{len(done)} label maps written to {run.path} ({secs:.1f} s, {len(done) / max(secs, 1e-9):.2f} cases/s on {dev})")
+    if failed: raise CasesFailed(f"{len(failed)} of {len(items)} cases failed ({', '.join(failed[:5])}{', …' if len(failed) > 5 else ''}); the others were written")
+    return run.path
+
 # %% ../nbs/90_cli.ipynb #b03491ba
 def _lattice_affine(affine, shape, step:int):
     "Affine of the `lattice(shape, step)` grid: every `step`-th voxel from the lattice's first point."
@@ -493,7 +554,8 @@ def benchmark(
     return df
 
 # %% ../nbs/90_cli.ipynb #c085385c
-COMMANDS = {'info': info, 'pretrain': pretrain, 'finetune': finetune, 'evaluate': evaluate, 'features': features, 'demo': demo, 'benchmark': benchmark}
+COMMANDS = {'info': info, 'pretrain': pretrain, 'finetune': finetune, 'evaluate': evaluate, 'predict': predict, 'features': features, 'demo': demo,
+            'benchmark': benchmark}
 
 def _usage()->str:
     w = max(map(len, COMMANDS))

@@ -152,7 +152,8 @@ def finetune_run(
     seconds = time.time() - start
     hist = learn.cbs.filter(lambda c: isinstance(c, History))[0].df()
     best = learn.cbs.filter(lambda c: isinstance(c, KeepBest))[0].best_epoch
-    if save and is_main(): save_model(learn.model, save, **(meta or {}), history=hist.to_dict('records'), best_epoch=best, class_names=class_names)
+    if save and is_main(): save_model(learn.model, save, **(meta or {}), history=hist.to_dict('records'), best_epoch=best, class_names=class_names,
+                                  flip_axes=list(flip_axes) if augment else [])
     row = {'best_epoch': best, 'seconds': round(seconds, 1)}
     if test:
         res = evaluate(learn.model, test, n_classes, class_names, regions=regions)

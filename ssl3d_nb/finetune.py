@@ -37,7 +37,7 @@ from .parallel import ChannelsLast3d, speedups, unwrap
 __all__ = ['DECODER_WEIGHTS', 'FINETUNE_MODES', 'feature_widths', 'multiscale', 'SegModel', 'ClsModel', 'transfer_encoder',
            'pretrained_decoder', 'transfer_decoder', 'seg_dls', 'KeepBest', 'History', 'random_affines', 'warp',
            'SegAugment', 'finetune_learner', 'fit_finetune', 'predict_volume', 'segment', 'evaluate', 'slices',
-           'save_model', 'load_model']
+           'save_model', 'load_model', 'predict_scan', 'predict_file']
 
 # %% ../nbs/23_finetune.ipynb #4634ac2a
 def feature_widths(encoder:nn.Module)->tuple:
@@ -409,3 +409,29 @@ def load_model(path, map_location='cpu')->tuple:
     model = rebuild(path, 'model', build, ck['state_dict'], ck['encoder'])
     if ck.get('roi'): model.roi = tuple(ck['roi'])
     return model.eval(), {'version': ck['version'], 'decoder': ck['decoder'], 'n_classes': ck['n_classes'], **ck['meta']}
+
+# %% ../nbs/23_finetune.ipynb #431b04fb
+def predict_scan(
+    model:nn.Module,
+    scan,                      # a `Scan` loaded with `pre` (its `meta` knows the way back to the file)
+    pre,                       # the `Preprocess` the scan went through: the model's (`load_model`'s meta)
+    tta_axes=(),               # spatial axes to mirror for test-time augmentation (the model's `flip_axes`)
+    probabilities:bool=False,  # return the class scores `(*S, K)` instead of the label map
+    **kwargs,                  # passed to `predict_volume` (roi, overlap, bs)
+)->'nib.Nifti1Image':
+    "A fine-tuned model's segmentation of `scan`, as a NIfTI image in the space of the file it was read from."
+    import nibabel as nib
+    probs = predict_volume(model, scan.x, **kwargs)
+    for ax in tta_axes: probs = probs + predict_volume(model, scan.x.flip(1 + ax), **kwargs).flip(1 + ax)
+    probs = probs / (1 + len(tta_axes))
+    scores, affine = pre.invert(probs, scan.meta)
+    if probabilities: return nib.Nifti1Image(scores.astype(np.float32), affine)
+    labels = scores.argmax(-1)
+    return nib.Nifti1Image(labels.astype(np.uint8 if labels.max() < 256 else np.int16), affine)
+
+def predict_file(model:nn.Module, paths, pre=None, **kwargs)->'nib.Nifti1Image':
+    "`predict_scan` of the scan in `paths` (one file, or one per channel), read and prepared with `pre` (default: z-score)."
+    from ssl3d_nb.data import load_scan
+    from ssl3d_nb.preprocess import Preprocess
+    pre = pre or Preprocess(norm='zscore')
+    return predict_scan(model, load_scan({'image': paths}, pre, cache=False), pre, **kwargs)

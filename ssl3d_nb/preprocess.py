@@ -197,16 +197,20 @@ def __call__(self:Preprocess, x, meta:dict, label=None)->tuple:
     "Apply the recipe: `(x, meta, label)` in, `(x, meta, label)` out; inputs are not modified."
     nd = x.ndim - 1
     meta = {**meta}
+    steps = list(meta.get('steps', []))          # what was done to the grid, for `invert`
     aff = np.asarray(meta['affine'], float)
     if self.crop_foreground:
+        full = tuple(x.shape[1:])
         x, label, bb = crop_foreground(x, label, self.threshold, margin=self.margin)
         aff = _shift(aff, [s.start for s in bb])
+        steps.append(('crop', [(s.start, s.stop) for s in bb], full))
     if self.spacing is not None or self.size is not None:
         old = x.shape[1:]
         if self.spacing is not None: x, _ = resample(x, spacing_of(aff), self.spacing)
         if self.size is not None: x = resize(x, _tuple(self.size, nd))
         if label is not None: label = resize(label, x.shape[1:])
         aff = _rescale(aff, old, x.shape[1:])
+        steps.append(('resize', tuple(old), tuple(x.shape[1:])))
     if self.clip is not None: x = clip_percentile(x, *self.clip)
     if _NORMS[self.norm] is not None: x = _NORMS[self.norm](x)
     if self.pad_to is not None or self.pad_multiple:
@@ -214,7 +218,38 @@ def __call__(self:Preprocess, x, meta:dict, label=None)->tuple:
         if self.pad_to is not None: target = [max(t, p) for t, p in zip(target, _tuple(self.pad_to, nd))]
         if self.pad_multiple: target = [-(-t // self.pad_multiple) * self.pad_multiple for t in target]
         aff = _shift(aff, [-b for b, _ in _pad_widths(x.shape[1:], target)])
+        steps.append(('pad', [tuple(w) for w in _pad_widths(x.shape[1:], target)], tuple(x.shape[1:])))
         x = pad_to(x, target, value='min')
         if label is not None: label = pad_to(label, target)
-    meta.update(affine=aff, spacing=spacing_of(aff), shape=tuple(x.shape[1:]))
+    meta.update(affine=aff, spacing=spacing_of(aff), shape=tuple(x.shape[1:]), steps=steps)
     return x, meta, label
+
+# %% ../nbs/02_preprocess.ipynb #030cb060
+def _to_stored(a:np.ndarray, original_affine)->np.ndarray:
+    "An array `(*S, …)` in `load_volume`'s RAS axis order back in the axis order and directions of the file (`original_affine`)."
+    from nibabel.orientations import io_orientation, ornt_transform, apply_orientation
+    ornt = io_orientation(np.asarray(original_affine))
+    return apply_orientation(a, ornt_transform(np.array([[0, 1], [1, 1], [2, 1]]), ornt))
+
+@patch
+def invert(self:Preprocess,
+           y,                  # label map `(*S)` (integer) or class scores `(C, *S)` (float) on the preprocessed grid
+           meta:dict,          # the `meta` this recipe returned for the scan
+)->tuple:                      # (array in the file's own voxel order: `(*S)` or `(*S, C)`, the file's affine)
+    "Bring a prediction on the preprocessed grid back to the space of the file the scan was read from."
+    y = torch.as_tensor(y)
+    label = not torch.is_floating_point(y)
+    nd = y.ndim if label else y.ndim - 1
+    for op, *args in reversed(meta.get('steps', [])):
+        if op == 'pad':
+            y = y[(Ellipsis, *[slice(b, n - a) for (b, a), n in zip(args[0], y.shape[-nd:])])]
+        elif op == 'resize':
+            y = resize(y, args[0])
+        elif op == 'crop':
+            bb, full = args
+            out = torch.zeros(*y.shape[:-nd], *full, dtype=y.dtype)
+            if not label: out[0] = 1.                     # certainly background outside the crop
+            out[(Ellipsis, *[slice(a, b) for a, b in bb])] = y
+            y = out
+    a = y.numpy() if label else np.moveaxis(y.numpy(), 0, -1)
+    return _to_stored(a, meta['original_affine']), np.asarray(meta['original_affine'])

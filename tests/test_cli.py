@@ -98,3 +98,30 @@ def test_finetune_starts_the_decoder_from_masked_image_modelling(tmp_path):
         got = load_model(tmp_path/dw/'model.pth')[0].decoder.state_dict()
         same[dw] = all(torch.allclose(got[k], v, atol=1e-6) for k, v in state.items() if not k.startswith('head.'))
     assert same == {'from-encoder': True, 'random': False}
+
+
+def test_predict_goes_on_past_a_bad_case(tmp_path):
+    "ssl3d predict --tta --probabilities over three scans, one with two channels for a one-channel model: that case is one line, the others are written in their own space (label maps and class scores), status 2."
+    import io, contextlib, shutil
+    import numpy as np
+    from ssl3d_nb.cli import main
+    deca = decathlon(tmp_path/'deca')
+    assert main(['finetune', '--data', str(deca), '--out', str(tmp_path/'ft'), '--labeled', '1', '--valid', '1', '--epochs', '1', '--steps', '1',
+                 '--size', '16', '--bs', '2']) == 0
+    scans = tmp_path/'scans'; scans.mkdir()
+    for name in ('colin27_left', 'colin27_right'): shutil.copy(SAMPLE/f'imagesTr/{name}.nii.gz', scans/f'{name}.nii.gz')
+    img = nib.load(SAMPLE/'imagesTr/colin27_left.nii.gz'); a = np.asanyarray(img.dataobj)
+    nib.save(nib.Nifti1Image(np.stack([a, a], -1), img.affine), scans/'two_channels.nii.gz')
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(['predict', '--model', str(tmp_path/'ft/model.pth'), '--data', str(scans), '--out', str(tmp_path/'pred'), '--tta', '--probabilities'])
+    lines = err.getvalue().strip().splitlines()
+    assert rc == 2 and len(lines) == 2 and 'Traceback' not in err.getvalue(), err.getvalue()
+    assert 'two_channels.nii.gz: holds 2 volumes along a 4th axis' in lines[0] and '1 of 3 cases failed (two_channels)' in lines[1]
+    for name in ('colin27_left', 'colin27_right'):
+        got, src = nib.load(tmp_path/f'pred/{name}.nii.gz'), nib.load(scans/f'{name}.nii.gz')
+        assert got.shape == src.shape and np.allclose(got.affine, src.affine) and np.asanyarray(got.dataobj).dtype == np.uint8
+        probs = np.asanyarray(nib.load(tmp_path/f'pred/{name}_probabilities.nii.gz').dataobj)
+        assert probs.shape == (*src.shape, 8) and np.allclose(probs.sum(-1), 1, atol=1e-4) and (probs.argmax(-1) == np.asanyarray(got.dataobj)).all()
+    assert [c['case'] for c in json.loads((tmp_path/'pred/predict.json').read_text())['cases']] == ['colin27_left', 'colin27_right']
+    assert main(['predict', '--model', str(tmp_path/'ft/model.pth'), '--data', str(scans), '--out', str(scans)]) == 2      # never into the data
