@@ -8,12 +8,15 @@ import os, re, sys, time, json, tempfile, threading
 from pathlib import Path
 from fastcore.script import call_parse, anno_parser
 import ssl3d_nb
-from .core import *
-from .io import *
-from .preprocess import *
-from .data import *
-from .parallel import init_distributed, is_main, barrier
-from .runs import RunFolder, collective, write_text
+
+def _lib():
+    "Import the library into this module when a command runs — not for `--help` or a usage error: torch alone takes seconds to import."
+    g = globals()
+    if 'find_scans' in g: return
+    from ssl3d_nb import core, io, preprocess, data, parallel, runs
+    for m in (core, io, preprocess, data): g.update({k: getattr(m, k) for k in m.__all__})
+    g.update(init_distributed=parallel.init_distributed, is_main=parallel.is_main, barrier=parallel.barrier,
+             RunFolder=runs.RunFolder, collective=runs.collective, write_text=runs.write_text)
 
 # %% auto #0
 __all__ = ['COMMANDS', 'info', 'pretrain', 'finetune', 'evaluate', 'CasesFailed', 'predict', 'scan_features', 'features', 'demo',
@@ -23,6 +26,11 @@ __all__ = ['COMMANDS', 'info', 'pretrain', 'finetune', 'evaluate', 'CasesFailed'
 def _require(cmd:str, **opts):
     if missing := [k for k, v in opts.items() if v is None]:
         raise ValueError(f"ssl3d {cmd}: " + ', '.join(f'--{k}' for k in missing) + f" {'is' if len(missing) == 1 else 'are'} required")
+
+def _exists(**paths):
+    "Refuse a path option that names nothing — before the library (and torch) is imported, so that the commonest mistake answers at once."
+    for k, p in paths.items():
+        if p is not None and str(p).lower() not in ('gvdiff', 'xavier') and not Path(p).exists(): raise FileNotFoundError(f"{p}: no such file or folder")
 
 def _positive(**opts):
     "Refuse an option that must be a positive number (a whole one where its default is an int): 0, negative, NaN or infinite."
@@ -61,7 +69,7 @@ def _out_file(out, force:bool, inputs=())->Path|None:
 
 def _say(*args, **kwargs):
     "Print from one process only (rank 0 of a `torchrun` run)."
-    if is_main(): print(*args, **kwargs)
+    if int(os.environ.get('RANK', 0)) == 0: print(*args, **kwargs)
 
 def _resuming(out:Path, epochs:int, what:str='training'):
     "Say where a resumed run goes on: after which epoch of its checkpoint."
@@ -84,6 +92,8 @@ def info(
     force:bool=False,         # replace `out` if it exists
 ):
     "Load every scan under PATH, preprocess it, and print shapes, spacings, intensity ranges and label counts."
+    _exists(path=path)
+    _lib()
     _positive(spacing=spacing); _choice('norm', norm, ('zscore', 'minmax', 'meanmax', 'none'))
     t0 = time.time()
     items = find_scans(path)
@@ -141,6 +151,8 @@ def pretrain(
 ):
     "Pretrain an encoder with a self-supervised proxy task on unlabeled scans."
     _require('pretrain', task=task, data=data, out=out)
+    _exists(data=data)
+    _lib()
     from ssl3d_nb.tasks import TASKS
     from ssl3d_nb.experiments import pretrain_setup, pretrain_fit
     from ssl3d_nb.parallel import PRECISIONS
@@ -220,6 +232,8 @@ def finetune(
 ):
     "Fine-tune a pretrained encoder, or train the same network from scratch, on a few labelled subjects."
     _require('finetune', data=data, out=out)
+    _exists(data=data, encoder=encoder)
+    _lib()
     if (labeled is None) == (fraction is None): raise ValueError("ssl3d finetune: give one of --labeled N and --fraction F")
     from ssl3d_nb.data import subject_split, labeled_subset, subject_of, load_scans
     from ssl3d_nb.experiments import finetune_run
@@ -293,6 +307,8 @@ def evaluate(
 ):
     "Segment labelled scans with a fine-tuned model and report Dice per class and subject (background excluded)."
     _require('evaluate', model=model, data=data)
+    _exists(model=model, data=data)
+    _lib()
     from ssl3d_nb.finetune import load_model, evaluate as score
     from ssl3d_nb.data import load_scans, subject_of
     net, meta = load_model(model)
@@ -339,6 +355,8 @@ def predict(
 ):
     "Segment scans with a fine-tuned model: one label map per case, in the case's own space (its shape, affine and axis order)."
     _require('predict', model=model, data=data, out=out)
+    _exists(model=model, data=data)
+    _lib()
     import torch, nibabel as nib, numpy as np
     from contextlib import nullcontext
     from ssl3d_nb.finetune import load_model, predict_scan
@@ -429,6 +447,8 @@ def features(
 ):
     "Write an encoder's features of every scan as a 4D NIfTI (x, y, z, feature) in the scan's space."
     _require('features', encoder=encoder, data=data, out=out)
+    _exists(encoder=encoder, data=data)
+    _lib()
     from ssl3d_nb.models import load_encoder, PlanarEncoder, D3DCNN
     from ssl3d_nb.knn import descriptor
     from ssl3d_nb.finetune import feature_widths
@@ -474,6 +494,7 @@ def demo(
     force:bool=False,         # start over in an `out` that holds an earlier demo
 ):
     "Pretrain on data_samples/, fine-tune the encoder and a from-scratch twin on one labelled hemisphere, compare on the other."
+    _lib()
     from ssl3d_nb.external import sample_data
     from ssl3d_nb.experiments import pretrain_encoder, finetune_run
     from ssl3d_nb.data import load_scans
@@ -527,6 +548,7 @@ def benchmark(
     force:bool=False,         # replace `out` if it exists
 ):
     "Time the batched sample makers against NumPy per-sample baselines and block copies."
+    _lib()
     _positive(size=size, bs=bs, repeats=repeats)
     out = _out_file(out, force, [data] if data else [])
     from ssl3d_nb.benchmark import bench_scans, benchmark_makers, benchmark_training
@@ -576,7 +598,7 @@ def _terminate(signum, frame): raise Interrupted('SIGTERM')
 def interrupted_line(cmd:str, rest:list, how:str='Ctrl-C')->str:
     "What an interrupted command leaves: the checkpoint of its last finished epoch, and the command that resumes it."
     import shlex
-    run = RunFolder.last
+    run = globals()['RunFolder'].last if 'RunFolder' in globals() else None
     if run is None: return f"ssl3d: interrupted ({how}) before anything was written"
     ck = run.path/'checkpoint.pth'
     if not run.resumable or cmd not in ('pretrain', 'finetune'):
@@ -593,7 +615,7 @@ def interrupted_line(cmd:str, rest:list, how:str='Ctrl-C')->str:
 def _report(line:str):
     "Say `line` on stderr once: from rank 0 under `torchrun`; under `ssl3d --nproc`, into the file the launcher reads and prints."
     if f := os.environ.get('SSL3D_REPORT'): Path(f'{f}.{os.environ.get("RANK", 0)}').write_text(line)
-    elif is_main(): print(line, file=sys.stderr)
+    elif int(os.environ.get('RANK', 0)) == 0: print(line, file=sys.stderr)
 
 def launch(nproc:int, argv:list)->int:
     "Run `ssl3d ARGV` in `nproc` processes on this machine (as `torchrun --standalone` does); end as the first process that failed, with its one line."
@@ -645,10 +667,10 @@ def main(argv=None)->int:
     rest = [_underscored(a) for a in rest]                   # --decoder-weights and --decoder_weights alike
     args = vars(anno_parser(func, prog=f'ssl3d {cmd}').parse_args(rest))
     args.pop('pdb', None); args.pop('xtra', None)
-    RunFolder.last = None
+    if 'RunFolder' in globals(): RunFolder.last = None
     old = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try: func(**args)
-    except (DataError, OSError, ValueError) as e:
+    except (OSError, ValueError) as e:                      # DataError is a ValueError
         if os.environ.get('SSL3D_DEBUG'): raise
         _report(f"ssl3d: error: {error_line(e)}")      # under torchrun: one line, from rank 0
         return 2
