@@ -12,10 +12,11 @@ STAMP  := $(VENV)/.ssl3d-installed
 
 setup: $(STAMP)
 
-# torch, torchvision and fastai resolve in one pip command, so pip keeps the pinned torch.
-$(STAMP): settings.ini setup.py
+# torch, torchvision and fastai resolve in one pip command, at the versions constraints.txt pins
+# (settings.ini gives the ranges a user's own environment may bring).
+$(STAMP): settings.ini setup.py constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
