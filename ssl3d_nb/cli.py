@@ -30,7 +30,7 @@ def _require(cmd:str, **opts):
 def _exists(**paths):
     "Refuse a path option that names nothing — before the library (and torch) is imported, so that the commonest mistake answers at once."
     for k, p in paths.items():
-        if p is not None and str(p).lower() not in ('gvdiff', 'xavier') and not Path(p).exists(): raise FileNotFoundError(f"{p}: no such file or folder")
+        if p is not None and not Path(p).exists(): raise FileNotFoundError(f"{p}: no such file or folder")
 
 def _positive(**opts):
     "Refuse an option that must be a positive number (a whole one where its default is an int): 0, negative, NaN or infinite."
@@ -67,9 +67,11 @@ def _out_file(out, force:bool, inputs=())->Path|None:
     if out.exists() and not force: raise FileExistsError(f"{out}: exists; pass --force to replace it")
     return out
 
+def _rank0()->bool: return int(os.environ.get('RANK', 0)) == 0    # `parallel.is_main` without importing fastai
+
 def _say(*args, **kwargs):
     "Print from one process only (rank 0 of a `torchrun` run)."
-    if int(os.environ.get('RANK', 0)) == 0: print(*args, **kwargs)
+    if _rank0(): print(*args, **kwargs)
 
 def _resuming(out:Path, epochs:int, what:str='training'):
     "Say where a resumed run goes on: after which epoch of its checkpoint."
@@ -357,9 +359,9 @@ def predict(
     _require('predict', model=model, data=data, out=out)
     _exists(model=model, data=data)
     _lib()
-    import torch, nibabel as nib, numpy as np
+    import torch, nibabel as nib
     from contextlib import nullcontext
-    from ssl3d_nb.finetune import load_model, predict_scan
+    from ssl3d_nb.finetune import load_model, predict_scan, label_image
     from ssl3d_nb.parallel import PRECISIONS
     _positive(bs=bs); _choice('precision', precision, PRECISIONS)
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -388,7 +390,7 @@ def predict(
                 with amp: img = predict_scan(net, s, pre, tta_axes=tta_axes, probabilities=probabilities, bs=bs)
                 if probabilities:
                     nib.save(img, run.path/f'{case}_probabilities.nii.gz')
-                    img = nib.Nifti1Image(np.asanyarray(img.dataobj).argmax(-1).astype(np.uint8), img.affine)
+                    img = label_image(img.dataobj, img.affine)
                 nib.save(img, run.path/f'{case}.nii.gz')
             except (DataError, OSError, ValueError) as e:
                 failed.append(case); print(f"ssl3d: error: {error_line(e)}", file=sys.stderr); continue
@@ -447,7 +449,7 @@ def features(
 ):
     "Write an encoder's features of every scan as a 4D NIfTI (x, y, z, feature) in the scan's space."
     _require('features', encoder=encoder, data=data, out=out)
-    _exists(encoder=encoder, data=data)
+    _exists(encoder=None if encoder.lower() in ('gvdiff', 'xavier') else encoder, data=data)
     _lib()
     from ssl3d_nb.models import load_encoder, PlanarEncoder, D3DCNN
     from ssl3d_nb.knn import descriptor
@@ -615,7 +617,7 @@ def interrupted_line(cmd:str, rest:list, how:str='Ctrl-C')->str:
 def _report(line:str):
     "Say `line` on stderr once: from rank 0 under `torchrun`; under `ssl3d --nproc`, into the file the launcher reads and prints."
     if f := os.environ.get('SSL3D_REPORT'): Path(f'{f}.{os.environ.get("RANK", 0)}').write_text(line)
-    elif int(os.environ.get('RANK', 0)) == 0: print(line, file=sys.stderr)
+    elif _rank0(): print(line, file=sys.stderr)
 
 def launch(nproc:int, argv:list)->int:
     "Run `ssl3d ARGV` in `nproc` processes on this machine (as `torchrun --standalone` does); end as the first process that failed, with its one line."
@@ -628,7 +630,7 @@ def launch(nproc:int, argv:list)->int:
                        rdzv_endpoint='localhost:0', max_restarts=0, monitor_interval=0.1)
     code = 'import sys; from ssl3d_nb.cli import main; sys.exit(main(sys.argv[1:]))'
     with tempfile.TemporaryDirectory() as d:
-        os.environ['SSL3D_REPORT'] = report = f'{d}/report'
+        os.environ['SSL3D_REPORT'] = f'{d}/report'
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')

@@ -37,7 +37,7 @@ from .parallel import ChannelsLast3d, speedups, unwrap
 __all__ = ['DECODER_WEIGHTS', 'FINETUNE_MODES', 'feature_widths', 'multiscale', 'SegModel', 'ClsModel', 'transfer_encoder',
            'pretrained_decoder', 'transfer_decoder', 'seg_dls', 'KeepBest', 'History', 'random_affines', 'warp',
            'SegAugment', 'finetune_learner', 'fit_finetune', 'predict_volume', 'segment', 'evaluate', 'slices',
-           'save_model', 'load_model', 'predict_scan', 'predict_file']
+           'save_model', 'load_model', 'label_image', 'predict_scan', 'predict_file']
 
 # %% ../nbs/23_finetune.ipynb #4634ac2a
 def feature_widths(encoder:nn.Module)->tuple:
@@ -411,6 +411,12 @@ def load_model(path, map_location='cpu')->tuple:
     return model.eval(), {'version': ck['version'], 'decoder': ck['decoder'], 'n_classes': ck['n_classes'], **ck['meta']}
 
 # %% ../nbs/23_finetune.ipynb #431b04fb
+def label_image(scores, affine)->'nib.Nifti1Image':
+    "The label map of class scores `(*S, K)` — their argmax, in the smallest integer type that holds it — as a NIfTI image."
+    import nibabel as nib
+    labels = np.asarray(scores).argmax(-1)
+    return nib.Nifti1Image(labels.astype(np.uint8 if labels.max() < 256 else np.int16), affine)
+
 def predict_scan(
     model:nn.Module,
     scan,                      # a `Scan` loaded with `pre` (its `meta` knows the way back to the file)
@@ -425,9 +431,7 @@ def predict_scan(
     for ax in tta_axes: probs = probs + predict_volume(model, scan.x.flip(1 + ax), **kwargs).flip(1 + ax)
     probs = probs / (1 + len(tta_axes))
     scores, affine = pre.invert(probs, scan.meta)
-    if probabilities: return nib.Nifti1Image(scores.astype(np.float32), affine)
-    labels = scores.argmax(-1)
-    return nib.Nifti1Image(labels.astype(np.uint8 if labels.max() < 256 else np.int16), affine)
+    return nib.Nifti1Image(scores.astype(np.float32), affine) if probabilities else label_image(scores, affine)
 
 def predict_file(model:nn.Module, paths, pre=None, **kwargs)->'nib.Nifti1Image':
     "`predict_scan` of the scan in `paths` (one file, or one per channel), read and prepared with `pre` (default: z-score)."

@@ -68,7 +68,6 @@ class MIM(Task):
         if not 0 < ratio < 1: raise ValueError(f"ratio must be between 0 and 1, not {ratio}")
         if token not in ('zero', 'learnt'): raise ValueError(f"token must be 'zero' or 'learnt', not {token!r}")
         super().__init__(spatial_dims=spatial_dims, block=block, ratio=ratio, token=token)
-        self.crop_multiple = math.lcm(16, block)
         self.name = 'mim' if spatial_dims == 3 else 'mim-2d'
 
     def make(self, x, generator, train=True):
@@ -76,11 +75,12 @@ class MIM(Task):
         m = block_mask((len(x), *x.shape[2:]), self.block, self.ratio, generator).to(x.device, x.dtype)
         return (x, m), (x, m)
     def min_size(self): return (16,) * self.spatial_dims
+    @property
+    def crop_multiple(self)->int: return math.lcm(16, self.block)     # the U-Net halves a crop four times; masks tile it in blocks
     def model(self, encoder): return MIMModel(encoder, encoder.config['in_channels'], self.token)
     def loss(self, pred, x, mask): return masked_mse(pred, x, mask)
     @property
     def metrics(self): return [visible_mean_mse]
-    def config(self)->dict: return {k: v for k, v in super().config().items() if k != 'crop_multiple'}
 
 register_task(MIM(3))
 register_task(MIM(2));
