@@ -40,7 +40,11 @@ setuptools.setup(
     ] + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]]
       + (['License :: ' + lic[1]] if lic[1] else []),
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
+    # data_samples/ (top level of the repository) ships inside the wheel as ssl3d_nb/data_samples, so that an installed
+    # package runs its own demo: ssl3d_nb.external.sample_data looks there first, then beside the package (a checkout).
+    packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']) + [cfg['lib_path'] + '.data_samples'],
+    package_dir={cfg['lib_path'] + '.data_samples': 'data_samples'},
+    package_data={cfg['lib_path'] + '.data_samples': ['*.md', '*/*.json', '*/*.nii.gz', '*/*/*.nii.gz']},
     include_package_data=True,
     install_requires=requirements,
     extras_require={'dev': dev_requirements},

@@ -6,21 +6,30 @@
 from __future__ import annotations
 import os, re, sys, time, json, tempfile, threading
 from pathlib import Path
-from fastcore.script import call_parse, anno_parser
+from fastcore.script import call_parse, anno_parser, Param
 import ssl3d_nb
 
-def _lib():
-    "Import the library into this module when a command runs — not for `--help` or a usage error: torch alone takes seconds to import."
+def _io():
+    "Import what reads and checks files (core, io, runs): half a second, no torch — a bad option, path or scan is answered at once."
     g = globals()
     if 'find_scans' in g: return
-    from ssl3d_nb import core, io, preprocess, data, parallel, runs
-    for m in (core, io, preprocess, data): g.update({k: getattr(m, k) for k in m.__all__})
-    g.update(init_distributed=parallel.init_distributed, is_main=parallel.is_main, barrier=parallel.barrier,
-             RunFolder=runs.RunFolder, collective=runs.collective, write_text=runs.write_text)
+    from ssl3d_nb import core, io, runs
+    for m in (core, io): g.update({k: getattr(m, k) for k in m.__all__})
+    g.update(RunFolder=runs.RunFolder, collective=runs.collective, write_text=runs.write_text)
+
+def _lib():
+    "Import the rest of the library (torch, fastai: seconds) once a command is past the checks that need none of it."
+    _io()
+    g = globals()
+    if 'Preprocess' in g: return
+    from ssl3d_nb import preprocess, data, parallel
+    for m in (preprocess, data): g.update({k: getattr(m, k) for k in m.__all__})
+    g.update(init_distributed=parallel.init_distributed, is_main=parallel.is_main, barrier=parallel.barrier)
+
 
 # %% auto #0
-__all__ = ['COMMANDS', 'info', 'pretrain', 'finetune', 'evaluate', 'CasesFailed', 'predict', 'scan_features', 'features', 'demo',
-           'benchmark', 'error_line', 'Interrupted', 'interrupted_line', 'launch', 'main']
+__all__ = ['CHOICES', 'COMMANDS', 'info', 'pretrain', 'finetune', 'evaluate', 'CasesFailed', 'predict', 'scan_features',
+           'features', 'demo', 'benchmark', 'error_line', 'Interrupted', 'interrupted_line', 'launch', 'main']
 
 # %% ../nbs/90_cli.ipynb #7fbcda6c
 def _require(cmd:str, **opts):
@@ -39,8 +48,23 @@ def _positive(**opts):
         if not (isinstance(v, (int, float)) and v == v and abs(v) != float('inf') and v > 0):
             raise ValueError(f"--{k.replace('_', '-')} must be a positive number, not {v}")
 
-def _choice(name:str, v, allowed):
+# The words the options accept, here so that a typo is answered before torch is imported. The library's own lists
+# (`TASKS`, `PRECISIONS`, `FINETUNE_MODES`, `DECODER_WEIGHTS`) stay the truth: tests/test_cli.py checks that these equal them.
+CHOICES = dict(
+    task=('cpc', 'cpc-2d', 'doersch', 'exemplar', 'exemplar-2d', 'jigsaw', 'jigsaw-2d', 'mim', 'mim-2d', 'planar-heatmap', 'planar-reg2d',
+          'rotation', 'rotation-2d', 'rpl', 'rpl-2d', 'rubik', 'rubik-order'),
+    precision=('fp32', 'bf16', 'fp16'), mode=('warmup', 'frozen', 'unfrozen'), decoder_weights=('random', 'from-encoder'),
+    decoder=('unet', 'duc'), norm=('zscore', 'minmax', 'meanmax', 'none'))
+
+def _choice(name:str, v, allowed=None):
+    "Refuse an option's value that is not one of `allowed` (default: `CHOICES[name]`)."
+    allowed = allowed or CHOICES[name.replace('-', '_')]
     if v not in allowed: raise ValueError(f"--{name} must be one of {', '.join(map(str, allowed))}, not {v!r}")
+
+def _tasks(*names):
+    "Refuse task names the library does not know."
+    if unknown := [n for n in names if n not in CHOICES['task']]:
+        raise ValueError(f"unknown task{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; known: {', '.join(CHOICES['task'])}")
 
 def _task_params(spec:str|None)->dict:
     "`--params ratio=0.75,block=8` as a dict of Python values (numbers, booleans, strings); the task refuses names it does not take."
@@ -86,20 +110,24 @@ def _norm(norm:str): return None if norm == 'none' else norm      # the flag's '
 
 @call_parse
 def info(
-    path:str,                 # a Decathlon folder, a folder of NIfTI files, or one file
+    path:Param('a Decathlon folder, a folder of NIfTI files, or one file (default: the bundled data_samples/)', str, opt=False, nargs='?')=None,
     spacing:float=None,       # resample to this voxel size (mm) before reporting
     crop:bool=False,          # crop each scan to its foreground
     norm:str='minmax',        # intensity normalisation: minmax, meanmax, zscore or none
     out:str=None,             # also write the table to this CSV file
     force:bool=False,         # replace `out` if it exists
 ):
-    "Load every scan under PATH, preprocess it, and print shapes, spacings, intensity ranges and label counts."
+    "Load every scan under PATH (default: the bundled samples), preprocess it, and print shapes, spacings, intensity ranges and label counts."
     _exists(path=path)
-    _lib()
-    _positive(spacing=spacing); _choice('norm', norm, ('zscore', 'minmax', 'meanmax', 'none'))
+    _positive(spacing=spacing); _choice('norm', norm)
+    _io()
+    if path is None:
+        from ssl3d_nb.external import sample_data
+        path = sample_data()
     t0 = time.time()
-    items = find_scans(path)
+    items = check_headers(find_scans(path))
     out = _out_file(out, force, _inputs(path, items))
+    _lib()
     pre = Preprocess(crop_foreground=crop, spacing=spacing, norm=_norm(norm))
     df = scan_table(items, pre)
     import pandas as pd
@@ -154,15 +182,14 @@ def pretrain(
     "Pretrain an encoder with a self-supervised proxy task on unlabeled scans."
     _require('pretrain', task=task, data=data, out=out)
     _exists(data=data)
+    _tasks(task); _positive(epochs=epochs, steps=steps, bs=bs, size=size, lr=lr, width=width); _choice('precision', precision)
+    _io()
+    items = check_headers(find_scans(data))
     _lib()
     from ssl3d_nb.tasks import TASKS
     from ssl3d_nb.experiments import pretrain_setup, pretrain_fit
-    from ssl3d_nb.parallel import PRECISIONS
-    if task not in TASKS: raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
-    _positive(epochs=epochs, steps=steps, bs=bs, size=size, lr=lr, width=width); _choice('precision', precision, PRECISIONS)
     tp = _task_params(params)
     t, p = TASKS[task].setup(preset, bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit, **tp)   # refuses an unknown preset, norm, fit or parameter
-    items = find_scans(data)
     _, procs = init_distributed()
     config = dict(command='pretrain', task=task, data=str(Path(data).resolve()), n_scans=len(items), epochs=epochs, steps=steps, preset=preset,
                   params=tp, bs=p['bs'], size=p['crop'], lr=p['lr'], width=p['width_mult'], norm=p['norm'], fit=p['fit'], seed=seed,
@@ -195,6 +222,7 @@ def _labelled(data)->tuple:
     "The labelled items under `data`, the class names of their dataset and its label values."
     items = [it for it in find_scans(data) if 'label' in it]
     if not items: raise DataError(f"{data}: holds no labelled scans (a Decathlon folder: dataset.json, imagesTr/, labelsTr/)")
+    check_headers(items)
     labels = decathlon_info(items[0]['root'])['labels']
     if 0 not in labels or len(labels) < 2:
         raise DataError(f"{items[0]['root']/'dataset.json'}: its 'labels' must name 0 (background) and at least one structure, not {labels}")
@@ -235,22 +263,24 @@ def finetune(
     "Fine-tune a pretrained encoder, or train the same network from scratch, on a few labelled subjects."
     _require('finetune', data=data, out=out)
     _exists(data=data, encoder=encoder)
-    _lib()
     if (labeled is None) == (fraction is None): raise ValueError("ssl3d finetune: give one of --labeled N and --fraction F")
-    from ssl3d_nb.data import subject_split, labeled_subset, subject_of, load_scans
-    from ssl3d_nb.experiments import finetune_run
-    from ssl3d_nb.models import load_encoder, check_divisible
-    from ssl3d_nb.finetune import FINETUNE_MODES, DECODER_WEIGHTS, pretrained_decoder
-    from ssl3d_nb.parallel import PRECISIONS
     _positive(labeled=labeled, fraction=fraction, valid=valid, epochs=epochs, steps=steps, lr=lr, size=size, bs=bs)
-    _choice('decoder', decoder, ('unet', 'duc')); _choice('mode', mode, FINETUNE_MODES); _choice('precision', precision, PRECISIONS)
-    _choice('decoder-weights', decoder_weights, DECODER_WEIGHTS)
+    if norm is not None: _choice('norm', norm)
+    _choice('decoder', decoder); _choice('mode', mode); _choice('precision', precision); _choice('decoder-weights', decoder_weights)
+    if warmup < 0: raise ValueError(f"--warmup must be 0 or more epochs, not {warmup}")
     if decoder_weights != 'random' and (encoder is None or decoder != 'unet'):
         raise ValueError("--decoder-weights from-encoder needs --encoder (a file pretrained with --task mim) and the unet decoder")
-    if norm is not None: _choice('norm', norm, ('zscore', 'minmax', 'meanmax', 'none'))
-    if warmup < 0: raise ValueError(f"--warmup must be 0 or more epochs, not {warmup}")
+    _io()
     check_divisible((size,) * 3, 16, f'--size {size}')
+    if encoder: check_saved_file(encoder, 'encoder')
     items, names, label_values = _labelled(data)
+    subjects = sorted({subject_of(it) for it in items})
+    if valid >= len(subjects): raise DataError(f"{data}: has {len(subjects)} labelled subjects; --valid {valid} leaves none to train on")
+    _lib()
+    from ssl3d_nb.data import subject_split, labeled_subset, load_scans
+    from ssl3d_nb.experiments import finetune_run
+    from ssl3d_nb.models import load_encoder
+    from ssl3d_nb.finetune import pretrained_decoder
     net, epre = load_encoder(encoder) if encoder else (None, {})
     dec_state = pretrained_decoder(encoder, decoder_weights)               # refuses an encoder file that holds no decoder
     if net is not None and getattr(net, 'spatial_dims', 3) != 3 and not hasattr(net, 'widths'):
@@ -260,8 +290,6 @@ def finetune(
         raise ValueError(f"--norm {norm} conflicts with {encoder}: it was pretrained on scans normalised with {epre.get('norm') or 'none'}; "
                          "leave out --norm to fine-tune on scans prepared as the encoder's were")
     pre = Preprocess.from_dict(epre) if epre else Preprocess(norm=_norm(norm or 'zscore'))
-    subjects = sorted({subject_of(it) for it in items})
-    if valid >= len(subjects): raise DataError(f"{data}: has {len(subjects)} labelled subjects; --valid {valid} leaves none to train on")
     pool, va = subject_split(items, valid_pct=valid / len(subjects), seed=seed)
     if labeled is not None and labeled > len({subject_of(items[i]) for i in pool}):
         raise DataError(f"{data}: --labeled {labeled} subjects asked for, {len(subjects) - valid} are left after {valid} for validation")
@@ -310,12 +338,14 @@ def evaluate(
     "Segment labelled scans with a fine-tuned model and report Dice per class and subject (background excluded)."
     _require('evaluate', model=model, data=data)
     _exists(model=model, data=data)
-    _lib()
-    from ssl3d_nb.finetune import load_model, evaluate as score
-    from ssl3d_nb.data import load_scans, subject_of
-    net, meta = load_model(model)
+    _io()
+    check_saved_file(model, 'model')
     items, names, label_values = _labelled(data)
     out = _out_file(out, force, _inputs(data, items, model))
+    _lib()
+    from ssl3d_nb.finetune import load_model, evaluate as score
+    from ssl3d_nb.data import load_scans
+    net, meta = load_model(model)
     if meta['n_classes'] != len(names) + 1:
         raise DataError(f"{model}: segments {meta['n_classes']} classes ({', '.join(['background', *(meta.get('class_names') or [])])}), "
                         f"but the dataset.json of {data} names {len(names) + 1} ({', '.join(['background', *names])})")
@@ -347,6 +377,7 @@ class CasesFailed(ValueError):
 def predict(
     model:str=None,           # a fine-tuned model (`ssl3d finetune`'s model.pth)
     data:str=None,            # scans to segment: a folder of NIfTI files, a Decathlon folder (its images), or one file
+    modalities:str=None,      # DATA holds one folder per subject (BraTS style): the channels' file-name prefixes, e.g. Flair,T1c
     out:str=None,             # output folder: CASE.nii.gz per case (and CASE_probabilities.nii.gz), predict.json
     probabilities:bool=False, # also write each case's class scores (x, y, z, class) as float32
     tta:bool=False,           # average with mirrored copies along the axes the model was trained to be mirrored on
@@ -358,23 +389,25 @@ def predict(
     "Segment scans with a fine-tuned model: one label map per case, in the case's own space (its shape, affine and axis order)."
     _require('predict', model=model, data=data, out=out)
     _exists(model=model, data=data)
+    _positive(bs=bs); _choice('precision', precision)
+    _io()
+    check_saved_file(model, 'model')
+    if modalities: items = load_subject_folders(data, modalities=[m.strip() for m in modalities.split(',') if m.strip()], label=None)
+    else: items = find_scans(data)                            # no check_headers: a damaged case is reported and the others go on
+    cases = [it.get('id') or nifti_stem(it['image'] if not isinstance(it['image'], list) else it['image'][0]) for it in items]
+    if len(set(cases)) < len(cases): raise DataError(f"{data}: two scans are named {next(c for c in cases if cases.count(c) > 1)}; their label maps would collide")
     _lib()
     import torch, nibabel as nib
     from contextlib import nullcontext
     from ssl3d_nb.finetune import load_model, predict_scan, label_image
-    from ssl3d_nb.parallel import PRECISIONS
-    _positive(bs=bs); _choice('precision', precision, PRECISIONS)
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"--device {device}: this machine has no GPU that torch can use")
     if precision != 'fp32' and dev.type != 'cuda': raise ValueError(f"--precision {precision} needs a GPU; this run is on the CPU (use fp32)")
     net, meta = load_model(model)
-    items = find_scans(data)
     pre = Preprocess.from_dict(meta['preprocessing']) if meta.get('preprocessing') else Preprocess(norm='zscore')
     tta_axes = tuple(meta.get('flip_axes', [0])) if tta else ()
-    cases = [it.get('id') or nifti_stem(it['image'] if not isinstance(it['image'], list) else it['image'][0]) for it in items]
-    if len(set(cases)) < len(cases): raise DataError(f"{data}: two scans are named {next(c for c in cases if cases.count(c) > 1)}; their label maps would collide")
     names = [f'{c}.nii.gz' for c in cases] + ([f'{c}_probabilities.nii.gz' for c in cases] if probabilities else [])
-    config = dict(command='predict', model=str(Path(model).resolve()), data=str(Path(data).resolve()), probabilities=probabilities, tta=tta,
+    config = dict(command='predict', model=str(Path(model).resolve()), data=str(Path(data).resolve()), modalities=modalities, probabilities=probabilities, tta=tta,
                   tta_axes=list(tta_axes), bs=bs, device=str(dev), precision=precision, preprocessing=pre.to_dict(), version=ssl3d_nb.__version__)
     want = getattr(net.encoder, 'in_channels', None)
     net = net.to(dev).eval()
@@ -450,13 +483,15 @@ def features(
     "Write an encoder's features of every scan as a 4D NIfTI (x, y, z, feature) in the scan's space."
     _require('features', encoder=encoder, data=data, out=out)
     _exists(encoder=None if encoder.lower() in ('gvdiff', 'xavier') else encoder, data=data)
+    _positive(step=step)
+    if norm is not None: _choice('norm', norm)
+    _io()
+    if encoder.lower() not in ('gvdiff', 'xavier'): check_saved_file(encoder, 'encoder')
+    items = check_headers(find_scans(data))
     _lib()
     from ssl3d_nb.models import load_encoder, PlanarEncoder, D3DCNN
     from ssl3d_nb.knn import descriptor
     from ssl3d_nb.finetune import feature_widths
-    _positive(step=step)
-    if norm is not None: _choice('norm', norm, ('zscore', 'minmax', 'meanmax', 'none'))
-    items = find_scans(data)
     if encoder.lower() in ('gvdiff', 'xavier'): source, pre = encoder.lower(), dict(norm='zscore')
     else: source, meta = load_encoder(encoder); pre = dict(meta.get('preprocessing') or {})
     if isinstance(source, (PlanarEncoder, D3DCNN)): source = descriptor(encoder)      # as pretrained: e.g. doersch's standardised cubes
@@ -496,14 +531,12 @@ def demo(
     force:bool=False,         # start over in an `out` that holds an earlier demo
 ):
     "Pretrain on data_samples/, fine-tune the encoder and a from-scratch twin on one labelled hemisphere, compare on the other."
+    _tasks(task); _positive(epochs=epochs, steps=steps, finetune_epochs=finetune_epochs)
     _lib()
     from ssl3d_nb.external import sample_data
     from ssl3d_nb.experiments import pretrain_encoder, finetune_run
     from ssl3d_nb.data import load_scans
-    from ssl3d_nb.tasks import TASKS
     import pandas as pd
-    if task not in TASKS: raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
-    _positive(epochs=epochs, steps=steps, finetune_epochs=finetune_epochs)
     root = sample_data()
     items = find_scans(root)
     lab, names, _ = _labelled(root/'colin27_subcortical')
@@ -550,18 +583,17 @@ def benchmark(
     force:bool=False,         # replace `out` if it exists
 ):
     "Time the batched sample makers against NumPy per-sample baselines and block copies."
-    _lib()
-    _positive(size=size, bs=bs, repeats=repeats)
+    _exists(data=data); _positive(size=size, bs=bs, repeats=repeats)
+    names = [t.strip() for t in tasks.split(',') if t.strip()]
+    _tasks(*names)
     out = _out_file(out, force, [data] if data else [])
+    _lib()
     from ssl3d_nb.benchmark import bench_scans, benchmark_makers, benchmark_training
     from ssl3d_nb.external import sample_data
     from fastai.torch_core import default_device
     import pandas as pd
     device = device or default_device()
     paths = [it['image'] for it in find_scans(data or sample_data()/'brains')]
-    names = [t.strip() for t in tasks.split(',') if t.strip()]
-    from ssl3d_nb.tasks import TASKS
-    if unknown := [n for n in names if n not in TASKS]: raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(sorted(TASKS))}")
     t0 = time.time()
     x = bench_scans(paths, size, bs)
     df = benchmark_makers(x, names, repeats, device, baseline=not no_baseline)
@@ -569,6 +601,7 @@ def benchmark(
         print(f"sample makers: {bs} scans of {size}³ per batch, on {device}; samples/s (best of {repeats})")
         print(df.round(2).to_string(index=False))
         if training:
+            from ssl3d_nb.tasks import TASKS
             tr = benchmark_training(bench_scans(paths, 48, 8), list(TASKS), steps=repeats, device=device)
             print(f"\ntraining steps at the CPU preset, on {device}")
             print(tr.round(3).to_string(index=False))

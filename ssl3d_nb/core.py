@@ -4,37 +4,69 @@
 
 # %% ../nbs/00_core.ipynb #80ceada6
 from __future__ import annotations
+import sys, warnings, zipfile
+from pathlib import Path
 import numpy as np
-import torch
 import matplotlib.pyplot as plt
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 from fastcore.basics import store_attr, patch
 from fastcore.meta import delegates
-import warnings
-with warnings.catch_warnings():  # fastai 2.8.7 scripts a few layers at import; torch 2.14 deprecates torch.jit.script
-    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
-    import fastai.layers
-from fastai.torch_core import set_seed
+# fastai 2.8.7 scripts a few layers when it is imported, and torch 2.14 deprecates torch.jit.script: a warning that is not
+# ours and that users can do nothing about. core imports neither torch nor fastai (below), so the filter stays in place.
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+
 
 # %% auto #0
-__all__ = ['DataError', 'get_generator', 'keep_freed_memory', 'label_cmap', 'show_slices', 'SliceViewer', 'set_seed']
+__all__ = ['DataError', 'damaged', 'check_saved_file', 'check_divisible', 'set_seed', 'get_generator', 'keep_freed_memory',
+           'label_cmap', 'show_slices', 'SliceViewer']
 
 # %% ../nbs/00_core.ipynb #6b457094
 class DataError(ValueError):
     "A problem with the user's data; the message names the file and the problem."
 
+# %% ../nbs/00_core.ipynb #85670b5e
+def damaged(path, what:str, why:str)->DataError:
+    "The error for a saved `what` (encoder, model, run checkpoint) that cannot be used, and why."
+    return DataError(f"{path}: {why}; not a usable ssl3d_nb {what} file")
+
+def check_saved_file(path, what:str)->Path:
+    "`path`, after the checks of a saved PyTorch file that need no PyTorch: it exists, is a file, is not empty, is a zip archive."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir(): raise damaged(path, what, "is a folder")
+    if path.stat().st_size == 0: raise damaged(path, what, "the file is empty (an interrupted copy?)")
+    if not zipfile.is_zipfile(path): raise damaged(path, what, "truncated, or not a PyTorch file")      # torch.save writes zip archives
+    return path
+
+
+# %% ../nbs/00_core.ipynb #80f0b280
+def check_divisible(shape, divisor:int, what:str='the network'):
+    "Raise a ValueError naming working sizes when a spatial size is not divisible by `divisor`."
+    bad = [s for s in shape if s % divisor]
+    if bad:
+        s = bad[0]
+        use = ' or '.join(map(str, sorted({max(divisor, s // divisor * divisor), -(-s // divisor) * divisor})))
+        raise ValueError(f"input spatial size {tuple(shape)} does not work for {what}: every size must be a multiple of "
+                         f"{divisor}; instead of {s}, use {use} (crop or pad)")
+
 # %% ../nbs/00_core.ipynb #df005489
-_all_ = ['set_seed']
+def set_seed(s:int, reproducible:bool=False):
+    "fastai's `set_seed`: seed Python, NumPy and PyTorch (every device); `reproducible` also makes cuDNN deterministic."
+    from fastai.torch_core import set_seed as fastai_set_seed
+    fastai_set_seed(s, reproducible=reproducible)
+
 
 # %% ../nbs/00_core.ipynb #3c43a26f
 def get_generator(
     seed:int|None=None,  # seed; `None` draws one from the global PyTorch generator
     device='cpu',        # device the generator will draw on
-)->torch.Generator:
+):
     "A `torch.Generator` on `device`, seeded from `seed` or from the global RNG."
+    import torch
     if seed is None: seed = int(torch.randint(0, 2**62, (1,)).item())
     return torch.Generator(device=device).manual_seed(int(seed))
+
 
 # %% ../nbs/00_core.ipynb #4911a22c
 def keep_freed_memory(threshold:int=2**30)->bool:
@@ -50,7 +82,8 @@ def keep_freed_memory(threshold:int=2**30)->bool:
 # %% ../nbs/00_core.ipynb #50a4d8e2
 def _np(x):
     "`x` as a NumPy array (accepts tensors on any device)."
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    torch = sys.modules.get('torch')                        # no tensor can exist before torch is imported
+    return x.detach().cpu().numpy() if torch is not None and isinstance(x, torch.Tensor) else np.asarray(x)
 
 _PLANES = {0: 'sagittal', 1: 'coronal', 2: 'axial'}
 

@@ -17,8 +17,8 @@ from .io import *
 from .preprocess import *
 
 # %% auto #0
-__all__ = ['Scan', 'subject_of', 'load_scan', 'load_scans', 'clear_cache', 'image_problem', 'check_images', 'subject_split',
-           'labeled_subset', 'unlabeled', 'ScanDL', 'scan_dls', 'scan_table']
+__all__ = ['Scan', 'load_scan', 'load_scans', 'clear_cache', 'image_problem', 'check_images', 'subject_split', 'labeled_subset',
+           'unlabeled', 'ScanDL', 'scan_dls', 'scan_table']
 
 # %% ../nbs/03_data.ipynb #0e1c3214
 class Scan:
@@ -29,12 +29,6 @@ class Scan:
     @property
     def subject(self): return subject_of(self.item)
     def __repr__(self): return f"Scan({self.id!r}, x={tuple(self.x.shape)}, label={'yes' if self.label is not None else 'no'})"
-
-def subject_of(item:dict)->str:
-    "The subject an item belongs to: its `subject` key, else its `id` (one scan per subject)."
-    for k in ('subject', 'id', 'image'):
-        if k in item: return str(item[k])
-    raise KeyError(f"item has neither 'subject', 'id' nor 'image': {item}")
 
 # %% ../nbs/03_data.ipynb #e23199b3
 _CACHE = {}

@@ -48,13 +48,18 @@ def data_home()->Path:
 
 # %% ../nbs/01a_external.ipynb #095a87ca
 def sample_data(name:str='')->Path:
-    "A folder or file of the bundled `data_samples/` (in a checkout of the repository)."
+    "A folder or file of the bundled `data_samples/`: the copy an installed package carries, or the checkout's."
     import ssl3d_nb
-    p = Path(ssl3d_nb.__file__).resolve().parent.parent/'data_samples'/name
-    if not p.exists():
-        raise DataUnavailable(f"{p}: not found — data_samples/ ships with the repository, not with the installed package; "
-                              "use a clone of the repository or pass the folder yourself")
+    pkg = Path(ssl3d_nb.__file__).resolve().parent
+    roots = [pkg/'data_samples', pkg.parent/'data_samples']        # installed wheel; checkout (editable install)
+    root = next((r for r in roots if r.is_dir()), None)
+    if root is None:
+        raise DataUnavailable(f"data_samples/ not found in {roots[0]} (installed package) or {roots[1]} (checkout); "
+                              "reinstall ssl3d_nb, or pass the folder yourself")
+    p = root/name
+    if not p.exists(): raise DataUnavailable(f"{p}: not found in the bundled samples ({', '.join(sorted(q.name for q in root.iterdir()))})")
     return p
+
 
 # %% ../nbs/01a_external.ipynb #7df64da8
 def file_digest(path, algo:str='md5')->str:

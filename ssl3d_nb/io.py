@@ -10,12 +10,12 @@ import numpy as np
 import nibabel as nib
 from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import io_orientation, apply_orientation, inv_ornt_aff, aff2axcodes
-import torch
 from .core import *
+from .core import _np
 
 # %% auto #0
 __all__ = ['NIFTI_SUFFIXES', 'is_nifti', 'nifti_stem', 'spacing_of', 'load_volume', 'load_label', 'decathlon_info',
-           'load_decathlon', 'load_subject_folders', 'find_scans', 'save_volume']
+           'load_decathlon', 'load_subject_folders', 'subject_of', 'find_scans', 'save_volume', 'check_headers']
 
 # %% ../nbs/01_io.ipynb #0b3a8ece
 NIFTI_SUFFIXES = ('.nii', '.nii.gz')
@@ -57,8 +57,8 @@ def _fits_memory(p, img):
         raise DataError(f"{p}: its header claims {'×'.join(map(str, img.shape))} voxels ({_gib(need)} as float32), more than this "
                         f"machine's memory ({_gib(have)}); is the header damaged?")
 
-def _read(path):
-    "Header and voxel data of the NIfTI file at `path`, or a `DataError` that says what is wrong."
+def _open(path)->tuple:
+    "`(path, image)`: the NIfTI file at `path` with only its header read, or a `DataError` that says what is wrong."
     p = _check_file(path)
     try: img = nib.load(p)
     except ImageFileError as e:
@@ -68,6 +68,11 @@ def _read(path):
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(f"{p}: not a NIfTI file (nibabel reads it as {type(img).__name__})")
     _fits_memory(p, img)
+    return p, img
+
+def _read(path):
+    "Header and voxel data of the NIfTI file at `path`, or a `DataError` that says what is wrong."
+    p, img = _open(path)
     try: data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, ValueError) as e: raise DataError(f"{p}: truncated or corrupt ({_why(e, p)})") from None
     except MemoryError: raise DataError(f"{p}: {'×'.join(map(str, img.shape))} voxels do not fit in memory") from None
@@ -132,6 +137,7 @@ def load_volume(
     channels:int=None,    # a single 4D file: how many channels its 4th axis holds (dataset.json's modalities); else 3D only
 )->tuple:                 # (x `(C,D,H,W)` float32 tensor, meta dict)
     "Load a scan as a canonical (RAS) float32 tensor `(C,D,H,W)` and its metadata."
+    import torch                      # here, not at the top: reading and checking a file must not wait for torch (core)
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths: raise DataError("load_volume: no files given")
     arrs, infos, aff = [], [], None
@@ -157,6 +163,7 @@ def load_label(
     labels=None,       # allowed label values (e.g. the keys of dataset.json's "labels")
 )->tuple:              # (label `(D,H,W)` int64 tensor, meta dict)
     "Load an integer label map as a canonical (RAS) `(D,H,W)` int64 tensor and its metadata."
+    import torch
     a, affine, info = _load_one(path)
     p = Path(path)
     if a.shape[-1] != 1: raise DataError(f"{p}: a label map must have one channel, this one has {a.shape[-1]}")
@@ -170,7 +177,7 @@ def load_label(
             raise DataError(f"{p}: label shape {tuple(y.shape)} differs from image {ref}'s {tuple(like['shape'])}")
         _same_affine(ref, like['affine'], p, affine, what='label')
     if labels is not None:
-        extra = sorted(set(torch.unique(y).tolist()) - {int(l) for l in labels})
+        extra = sorted(set(np.unique(a).astype(np.int64).tolist()) - {int(l) for l in labels})
         if extra: raise DataError(f"{p}: label values {extra} are not among the dataset's labels {sorted(int(l) for l in labels)}")
     return y, {'spacing': spacing_of(affine), 'affine': affine,
                'shape': tuple(y.shape), 'paths': [p], 'original_orientation': info['original_orientation']}
@@ -267,6 +274,14 @@ def load_subject_folders(
         items.append(it)
     return items
 
+# %% ../nbs/01_io.ipynb #1c8e25d4
+def subject_of(item:dict)->str:
+    "The subject an item belongs to: its `subject` key, else its `id` (one scan per subject)."
+    for k in ('subject', 'id', 'image'):
+        if k in item: return str(item[k])
+    raise KeyError(f"item has neither 'subject', 'id' nor 'image': {item}")
+
+
 # %% ../nbs/01_io.ipynb #238a8641
 def _walk(path:Path):
     "Every file under `path`, sorted, following links to folders (each real folder once)."
@@ -317,7 +332,7 @@ def save_volume(
     if not is_nifti(path): raise DataError(f"{path}: the name must end in .nii or .nii.gz")
     if path.exists() and not overwrite: raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it")
     affine = meta['affine'] if isinstance(meta, dict) else np.asarray(meta)
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    a = _np(x)
     if a.dtype.kind in 'iub':
         if a.ndim != 3: raise ValueError(f"an integer label map must be (D,H,W), got shape {a.shape}")
         img = nib.Nifti1Image(a.astype(np.uint8 if a.min() >= 0 and a.max() < 256 else np.int32), affine)
@@ -331,3 +346,17 @@ def save_volume(
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
     return path
+
+# %% ../nbs/01_io.ipynb #c284c1d2
+def check_headers(items:list)->list:
+    "Open every file `items` name and check its header, reading no voxels; `items`, or a `DataError` naming the first bad file."
+    for it in items:
+        for k in ('image', 'label'):
+            for f in (it[k] if isinstance(it.get(k), list) else [it[k]] if k in it else []):
+                p, img = _open(f)
+                if p.name.lower().endswith('.nii'):                 # uncompressed: the file's size says whether the voxels are all there
+                    need = img.dataobj.offset + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
+                    if (have := p.stat().st_size) < need:
+                        raise DataError(f"{p}: truncated or corrupt (its header promises {need} bytes, the file holds {have})")
+    return items
+

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_models.ipynb #8067e0f7
 from __future__ import annotations
-import errno, os, pickle, shutil, zipfile
+import errno, os, pickle, shutil
 from pathlib import Path
 import torch
 import torch.nn as nn
@@ -15,10 +15,10 @@ from .core import *
 
 # %% auto #0
 __all__ = ['ENCODERS', 'norm_layer', 'ConvNormAct', 'count_params', 'ResBlock', 'ResUNetEncoder', 'ResUNetEncoder3d',
-           'ResUNetEncoder2d', 'check_divisible', 'UNetDecoder', 'UNetDecoder3d', 'pixel_shuffle_nd',
-           'pixel_unshuffle_nd', 'DUC', 'DUC3d', 'VGG3d', 'Siamese', 'D2DCNN', 'PlanarEncoder', 'Reg2DHead',
-           'HeatmapHead', 'D3DCNN', 'SixNeighbourHead', 'first_conv', 'adapt_input_channels', 'build_encoder',
-           'write_checkpoint', 'read_checkpoint', 'rebuild', 'save_encoder', 'load_decoder_state', 'load_encoder']
+           'ResUNetEncoder2d', 'UNetDecoder', 'UNetDecoder3d', 'pixel_shuffle_nd', 'pixel_unshuffle_nd', 'DUC', 'DUC3d',
+           'VGG3d', 'Siamese', 'D2DCNN', 'PlanarEncoder', 'Reg2DHead', 'HeatmapHead', 'D3DCNN', 'SixNeighbourHead',
+           'first_conv', 'adapt_input_channels', 'build_encoder', 'write_checkpoint', 'read_checkpoint', 'rebuild',
+           'save_encoder', 'load_decoder_state', 'load_encoder']
 
 # %% ../nbs/08_models.ipynb #e8b4d40c
 def _conv(nd): return {2: nn.Conv2d, 3: nn.Conv3d}[nd]
@@ -94,16 +94,6 @@ class ResUNetEncoder2d(ResUNetEncoder):
     "The 2D residual U-Net encoder, for the 2D versions of the tasks."
     def __init__(self, in_channels:int=1, widths=(32, 64, 128, 256, 512), width_mult:float=1.0, norm='group'):
         super().__init__(in_channels, widths, width_mult, 2, norm)
-
-# %% ../nbs/08_models.ipynb #57b1f45e
-def check_divisible(shape, divisor:int, what:str='the network'):
-    "Raise a ValueError naming working sizes when a spatial size is not divisible by `divisor`."
-    bad = [s for s in shape if s % divisor]
-    if bad:
-        s = bad[0]
-        use = ' or '.join(map(str, sorted({max(divisor, s // divisor * divisor), -(-s // divisor) * divisor})))
-        raise ValueError(f"input spatial size {tuple(shape)} does not work for {what}: every size must be a multiple of "
-                         f"{divisor}; instead of {s}, use {use} (crop or pad)")
 
 # %% ../nbs/08_models.ipynb #4f11f6b8
 class UNetDecoder(nn.Module):
@@ -330,40 +320,35 @@ def write_checkpoint(ck:dict, path, overwrite:bool=False)->Path:
                       "the partial file was removed") from None
     return path
 
-def _damaged(path, what:str, why:str): return DataError(f"{path}: {why}; not a usable ssl3d_nb {what} file")
 
 def read_checkpoint(path, fmt:str, what:str, map_location='cpu', need:dict=None)->dict:
     "Load a file of `write_checkpoint` without unpickling code; check its format tag `fmt` and that each key of `need` has its type."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir(): raise _damaged(path, what, "is a folder")
-    if path.stat().st_size == 0: raise _damaged(path, what, "the file is empty (an interrupted copy?)")
-    if not zipfile.is_zipfile(path): raise _damaged(path, what, "truncated, or not a PyTorch file")      # torch.save writes zip archives
+    path = check_saved_file(path, what)                 # exists, a file, not empty, a zip archive (core: no torch needed)
     try: ck = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        raise _damaged(path, what, "it holds Python objects other than tensors and plain values, or is no PyTorch file at all; "
+        raise damaged(path, what, "it holds Python objects other than tensors and plain values, or is no PyTorch file at all; "
                        "ssl3d_nb never unpickles such objects, because unpickling can run code") from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError):
-        raise _damaged(path, what, "truncated, or not a PyTorch file") from None
+        raise damaged(path, what, "truncated, or not a PyTorch file") from None
     if not isinstance(ck, dict) or ck.get('format') != fmt:
         raise DataError(f"{path}: not an ssl3d_nb {what} file (no {fmt!r} format tag)")
     for k, t in (need or {}).items():
         if not isinstance(ck.get(k), t):
             a = lambda n: ('an ' if n[0] in 'aeiou' else 'a ') + n
             names = ' or '.join(a(c.__name__) for c in (t if isinstance(t, tuple) else (t,)))
-            raise _damaged(path, what, f"its {k!r} is {'missing' if k not in ck else a(type(ck[k]).__name__)} (should be {names})")
+            raise damaged(path, what, f"its {k!r} is {'missing' if k not in ck else a(type(ck[k]).__name__)} (should be {names})")
     if isinstance(ck.get('state_dict'), dict) and not all(isinstance(v, torch.Tensor) for v in ck['state_dict'].values()):
-        raise _damaged(path, what, "its 'state_dict' holds values that are not tensors")
+        raise damaged(path, what, "its 'state_dict' holds values that are not tensors")
     return ck
 
 def rebuild(path, what:str, build, state:dict, config)->nn.Module:
     "`build()` and load `state` into it; any mismatch is a `DataError` naming the file."
     try: net = build()
     except (TypeError, ValueError, KeyError) as e:
-        raise _damaged(path, what, f"its configuration {config} does not describe a network of this library ({' '.join(str(e).split())[:160]})") from None
+        raise damaged(path, what, f"its configuration {config} does not describe a network of this library ({' '.join(str(e).split())[:160]})") from None
     try: net.load_state_dict(state)
     except RuntimeError as e:
-        raise _damaged(path, what, f"its weights do not fit the network its configuration describes ({' '.join(str(e).split())[:240]})") from None
+        raise damaged(path, what, f"its weights do not fit the network its configuration describes ({' '.join(str(e).split())[:240]})") from None
     return net
 
 def _cpu_state(m:nn.Module)->dict: return {k: v.detach().cpu() for k, v in m.state_dict().items()}
@@ -380,7 +365,7 @@ def load_decoder_state(path)->dict|None:
     ck = read_checkpoint(path, 'ssl3d_nb.encoder/1', 'encoder', need={'config': dict, 'state_dict': dict})
     dec = ck.get('decoder')
     if dec is None: return None
-    if not isinstance(dec, dict) or not isinstance(dec.get('state_dict'), dict): raise _damaged(path, 'encoder', "its 'decoder' is not a dict of weights")
+    if not isinstance(dec, dict) or not isinstance(dec.get('state_dict'), dict): raise damaged(path, 'encoder', "its 'decoder' is not a dict of weights")
     return dec['state_dict']
 
 def load_encoder(path, map_location='cpu')->tuple:

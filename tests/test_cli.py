@@ -137,3 +137,136 @@ def test_help_and_usage_errors_do_not_import_torch():
             "print(sorted(m for m in ('torch', 'fastai', 'nibabel') if m in sys.modules))")
     r = subprocess.run([str(BIN/'python'), '-c', code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == '[]', (r.stdout, r.stderr[-2000:])
+
+
+def test_bad_options_and_bad_files_are_refused_without_torch(tmp_path):
+    "A wrong option value, a damaged scan, a folder without labels, an output that is an input: the one line comes before torch or fastai is imported."
+    (tmp_path/'bad.nii.gz').write_text('not a scan')
+    brains, sub = ROOT/'data_samples/brains', ROOT/'data_samples/colin27_subcortical'
+    cases = [(['pretrain', '--task', 'rpll', '--data', brains, '--out', tmp_path/'o'], "unknown task 'rpll'"),
+             (['pretrain', '--task', 'rpl', '--precision', 'fp8', '--data', brains, '--out', tmp_path/'o'], '--precision must be one of'),
+             (['pretrain', '--task', 'rpl', '--data', tmp_path, '--out', tmp_path/'o'], 'bad.nii.gz: not a valid NIfTI file'),
+             (['finetune', '--data', brains, '--labeled', 1, '--out', tmp_path/'o'], 'holds no labelled scans'),
+             (['finetune', '--data', sub, '--labeled', 1, '--mode', 'thawed', '--out', tmp_path/'o'], '--mode must be one of'),
+             (['evaluate', '--model', tmp_path/'bad.nii.gz', '--data', sub], 'bad.nii.gz: truncated, or not a PyTorch file; not a usable ssl3d_nb model file'),
+             (['info', sub, '--out', sub/'labelsTr/colin27_left.nii.gz'], 'is an input of this command'),
+             (['finetune', '--data', sub, '--labeled', 1, '--size', 40, '--out', tmp_path/'o'], 'instead of 40, use 32 or 48'),
+             (['predict', '--model', tmp_path/'bad.nii.gz', '--data', sub, '--out', tmp_path/'o', '--bs', 0], '--bs must be a positive number'),
+             (['features', '--encoder', 'gvdiff', '--data', tmp_path/'bad.nii.gz', '--out', tmp_path/'o'], 'not a valid NIfTI file'),
+             (['info', brains, '--norm', 'z'], '--norm must be one of'),
+             (['demo', '--task', 'jigsw'], "unknown task 'jigsw'"),
+             (['benchmark', '--tasks', 'rpl,cpcc'], "unknown task 'cpcc'")]
+    code = ("import sys, json, contextlib, io\nfrom ssl3d_nb.cli import main\n"
+            "err = io.StringIO()\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err): rc = main(sys.argv[1:])\n"
+            "print(json.dumps([rc, err.getvalue(), sorted(m for m in ('torch', 'fastai') if m in sys.modules)]))")
+    for argv, want in cases:                      # each in a fresh process: one command's imports must not serve the next
+        r = subprocess.run([str(BIN/'python'), '-c', code, *map(str, argv)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (argv, r.stderr[-3000:])
+        rc, err, imported = json.loads(r.stdout)
+        assert rc == 2 and want in err and err.count('\n') == 1, (argv, rc, err)
+        assert imported == [], (argv, imported)
+    assert not (tmp_path/'o').exists()
+
+
+def test_the_option_words_are_the_librarys():
+    "cli.CHOICES answers typos before torch is imported; the library's own lists are the truth."
+    from ssl3d_nb.cli import CHOICES
+    from ssl3d_nb.tasks import TASKS
+    from ssl3d_nb.parallel import PRECISIONS
+    from ssl3d_nb.finetune import FINETUNE_MODES, DECODER_WEIGHTS
+    from ssl3d_nb.preprocess import Preprocess
+    assert sorted(CHOICES['task']) == sorted(TASKS)
+    assert (CHOICES['precision'], CHOICES['mode'], CHOICES['decoder_weights']) == (PRECISIONS, FINETUNE_MODES, DECODER_WEIGHTS)
+    for norm in CHOICES['norm']: Preprocess(norm=None if norm == 'none' else norm)     # each one a normalisation Preprocess knows
+
+
+def _dice(a, b, k):
+    "Dice of class k between two label arrays; NaN where neither holds it (as metrics.cm_scores)."
+    import numpy as np
+    s = (a == k).sum() + (b == k).sum()
+    return 2 * ((a == k) & (b == k)).sum() / s if s else float('nan')
+
+
+def test_predict_writes_each_scan_in_its_own_space(hippocampus, tmp_path):
+    """The oracles of `ssl3d predict` on real scans. A model fine-tuned for a few steps on hippocampus MRI segments scans
+    and the same scans stored in other axis orders (nibabel's `as_reoriented`, the affine adjusted): every label map has
+    its file's shape and affine, and read back in RAS the maps of a scan and of its reoriented copy are the same voxels.
+    On a Decathlon folder, the Dice of the written files against the label files equals what `ssl3d evaluate` reports."""
+    import shutil
+    import numpy as np
+    deca = tmp_path/'hippo'; (deca/'imagesTr').mkdir(parents=True); (deca/'labelsTr').mkdir()
+    meta = json.loads((hippocampus/'dataset.json').read_text())
+    meta['training'] = sorted(meta['training'], key=lambda e: e['image'])[:6]
+    for e in meta['training']:
+        for k in ('image', 'label'): shutil.copy(hippocampus/e[k], deca/e[k])
+    (deca/'dataset.json').write_text(json.dumps(meta))
+    r = ssl3d('finetune', '--data', deca, '--out', tmp_path/'ft', '--labeled', 2, '--valid', 1, '--epochs', 3, '--steps', 8,
+              '--size', 32, '--bs', 4, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    model = tmp_path/'ft/model.pth'
+
+    scans = tmp_path/'scans'; scans.mkdir()
+    orders = {'PSL': [[0, -1], [2, 1], [1, -1]], 'ASR': [[1, 1], [2, 1], [0, 1]], 'LPI': [[0, -1], [1, -1], [2, -1]]}   # new axis: (old axis, flip)
+    cases = [Path(e['image']).name.replace('.nii.gz', '') for e in meta['training'][3:]]
+    for case, (code, ornt) in zip(cases, orders.items()):
+        img = nib.load(deca/f'imagesTr/{case}.nii.gz')
+        nib.save(img, scans/f'{case}.nii.gz')
+        moved = img.as_reoriented(np.array(ornt))
+        assert ''.join(nib.aff2axcodes(moved.affine)) != ''.join(nib.aff2axcodes(img.affine))
+        nib.save(moved, scans/f'{case}_{code}.nii.gz')
+    r = ssl3d('predict', '--model', model, '--data', scans, '--out', tmp_path/'pred')
+    assert r.returncode == 0, r.stderr[-2000:]
+    for f in sorted(scans.glob('*.nii.gz')):
+        src, got = nib.load(f), nib.load(tmp_path/'pred'/f.name)
+        assert got.shape == src.shape and np.allclose(got.affine, src.affine), f.name
+    found = 0
+    for case, code in zip(cases, orders):
+        a = np.asanyarray(nib.as_closest_canonical(nib.load(tmp_path/f'pred/{case}.nii.gz')).dataobj)
+        b = np.asanyarray(nib.as_closest_canonical(nib.load(tmp_path/f'pred/{case}_{code}.nii.gz')).dataobj)
+        assert np.array_equal(a, b), (case, code)
+        found += (a > 0).sum()
+    assert found > 0, 'the model segments nothing: the orientation oracle would hold trivially'
+
+    r = ssl3d('evaluate', '--model', model, '--data', deca, '--out', tmp_path/'eval.json')
+    assert r.returncode == 0, r.stderr[-2000:]
+    ev = json.loads((tmp_path/'eval.json').read_text())
+    r = ssl3d('predict', '--model', model, '--data', deca, '--out', tmp_path/'pred_deca')
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = {int(k): v for k, v in meta['labels'].items() if int(k)}
+    assert len(ev['subjects']) == 3
+    for row in ev['subjects']:
+        ours = np.asanyarray(nib.load(tmp_path/f"pred_deca/{row['scan']}.nii.gz").dataobj)
+        truth = np.asanyarray(nib.load(deca/f"labelsTr/{row['scan']}.nii.gz").dataobj)
+        for k, n in names.items():
+            assert np.isclose(_dice(ours, truth, k), row[f'dice_{n}'], atol=1e-6, equal_nan=True), (row['scan'], n)
+    assert max(row['mean_dice'] for row in ev['subjects']) > 0, 'all Dice 0: the comparison would hold trivially'
+
+
+def test_predict_subject_folders(brats, tmp_path):
+    """`ssl3d predict --modalities Flair,T1c` on BraTS subject folders: one label map per subject, on the grid of its first
+    modality's file; a subject stored in another axis order gets the same label map once both are read in RAS."""
+    import numpy as np, torch
+    from ssl3d_nb.models import ResUNetEncoder3d
+    from ssl3d_nb.finetune import SegModel, save_model
+    torch.manual_seed(0)
+    net = SegModel(ResUNetEncoder3d(in_channels=2, width_mult=0.125), n_classes=5)
+    net.roi = (80, 80, 80)
+    save_model(net, tmp_path/'model.pth', preprocessing={'norm': 'zscore'}, flip_axes=[0])
+    data = tmp_path/'subjects'
+    src = sorted(p for p in brats.iterdir() if p.is_dir())[0]
+    (data/src.name).mkdir(parents=True); (data/'moved').mkdir()
+    for m in ('Flair', 'T1c'):
+        f = next(src.glob(f'{m}*.nii.gz'))
+        img = nib.load(f)
+        nib.save(img, data/src.name/f.name)
+        nib.save(img.as_reoriented(np.array([[1, -1], [0, 1], [2, -1]])), data/'moved'/f.name)
+    r = ssl3d('predict', '--model', tmp_path/'model.pth', '--data', data, '--modalities', 'Flair,T1c', '--out', tmp_path/'pred', timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for case in (src.name, 'moved'):
+        flair, got = nib.load(next((data/case).glob('Flair*'))), nib.load(tmp_path/f'pred/{case}.nii.gz')
+        assert got.shape == flair.shape and np.allclose(got.affine, flair.affine), case
+    a, b = (np.asanyarray(nib.as_closest_canonical(nib.load(tmp_path/f'pred/{c}.nii.gz')).dataobj) for c in (src.name, 'moved'))
+    assert np.array_equal(a, b) and len(np.unique(a)) > 1
+    rec = json.loads((tmp_path/'pred/predict.json').read_text())
+    assert rec['modalities'] == 'Flair,T1c' and [c['case'] for c in rec['cases']] == sorted([src.name, 'moved']) and rec['failed'] == []
