@@ -54,7 +54,7 @@ CHOICES = dict(
     task=('cpc', 'cpc-2d', 'doersch', 'exemplar', 'exemplar-2d', 'jigsaw', 'jigsaw-2d', 'mim', 'mim-2d', 'planar-heatmap', 'planar-reg2d',
           'rotation', 'rotation-2d', 'rpl', 'rpl-2d', 'rubik', 'rubik-order'),
     precision=('fp32', 'bf16', 'fp16'), mode=('warmup', 'frozen', 'unfrozen'), decoder_weights=('random', 'from-encoder'),
-    decoder=('unet', 'duc'), norm=('zscore', 'minmax', 'meanmax', 'none'))
+    decoder=('unet', 'duc'), norm=('zscore', 'minmax', 'meanmax', 'none'), augment=('light', 'nnunet', 'nnunet-elastic', 'none'))
 
 def _choice(name:str, v, allowed=None):
     "Refuse an option's value that is not one of `allowed` (default: `CHOICES[name]`)."
@@ -253,6 +253,7 @@ def finetune(
     lr:float=3e-3,            # peak learning rate of the decoder (the encoder's after warm-up: lr/10)
     size:int=32,              # crop size in voxels (a multiple of 16)
     bs:int=4,                 # crops per batch
+    augment:str='light',      # training augmentation: light, nnunet, nnunet-elastic (nnU-Net's ranges, and a smooth deformation) or none
     norm:str=None,            # intensity normalisation: zscore, minmax, meanmax or none (default: the encoder's, else zscore)
     seed:int=0,               # seed of the split, the crops, the augmentation and the weights
     precision:str='fp32',     # fp32, or bf16 / fp16 mixed precision (GPU)
@@ -266,7 +267,7 @@ def finetune(
     if (labeled is None) == (fraction is None): raise ValueError("ssl3d finetune: give one of --labeled N and --fraction F")
     _positive(labeled=labeled, fraction=fraction, valid=valid, epochs=epochs, steps=steps, lr=lr, size=size, bs=bs)
     if norm is not None: _choice('norm', norm)
-    _choice('decoder', decoder); _choice('mode', mode); _choice('precision', precision); _choice('decoder-weights', decoder_weights)
+    _choice('decoder', decoder); _choice('mode', mode); _choice('precision', precision); _choice('decoder-weights', decoder_weights); _choice('augment', augment)
     if warmup < 0: raise ValueError(f"--warmup must be 0 or more epochs, not {warmup}")
     if decoder_weights != 'random' and (encoder is None or decoder != 'unet'):
         raise ValueError("--decoder-weights from-encoder needs --encoder (a file pretrained with --task mim) and the unet decoder")
@@ -297,7 +298,7 @@ def finetune(
     enc = str(Path(encoder).resolve()) if encoder else None
     _, procs = init_distributed()
     config = dict(command='finetune', data=str(Path(data).resolve()), encoder=enc, labeled=labeled, fraction=fraction, valid=valid,
-                  decoder=decoder, decoder_weights=decoder_weights, mode=mode, warmup=warmup, epochs=epochs, steps=steps, lr=lr, size=size, bs=bs, norm=pre.norm or 'none', seed=seed,
+                  decoder=decoder, decoder_weights=decoder_weights, mode=mode, warmup=warmup, epochs=epochs, steps=steps, lr=lr, size=size, bs=bs, augment=augment, norm=pre.norm or 'none', seed=seed,
                   train_subjects=sorted({subject_of(items[i]) for i in tr}), valid_subjects=sorted({subject_of(items[i]) for i in va}),
                   precision=precision, channels_last=channels_last, processes=procs, version=ssl3d_nb.__version__)
     run = RunFolder(out, ['model.pth'], config, resume, force, inputs=_inputs(data, items, encoder), command='ssl3d finetune')
@@ -317,7 +318,7 @@ def finetune(
               f"{config['norm']} intensities" + (" (the encoder's preprocessing)" if epre else ''))
         t0 = time.time()
         row, hist = finetune_run(net, train, val, [], len(names) + 1, steps=epochs * steps, steps_per_epoch=steps, lr=lr, warmup=warmup,
-                                 mode=mode, decoder=decoder, decoder_weights='random' if dec_state is None else dec_state, size=size, bs=bs, seed=seed, class_names=names, checkpoint=out/'checkpoint.pth',
+                                 mode=mode, decoder=decoder, decoder_weights='random' if dec_state is None else dec_state, size=size, bs=bs, augment=False if augment == 'none' else augment, seed=seed, class_names=names, checkpoint=out/'checkpoint.pth',
                                  resume=resume, save=out/'model.pth', progress=True, precision=precision,
                                  channels_last=channels_last or None,
                                  meta=dict(config=config, preprocessing=pre.to_dict(), encoder_file=enc))

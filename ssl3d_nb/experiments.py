@@ -21,8 +21,8 @@ from .finetune import seg_dls, finetune_learner, pretrained_decoder, fit_finetun
 
 # %% auto #0
 __all__ = ['fixed_split', 'pretrain_setup', 'pretrain_fit', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency',
-           'structure_patches', 'classify_run', 'summary_table', 'plot_data_efficiency', 'plot_convergence',
-           'paired_gain']
+           'structure_patches', 'classify_run', 'mean_interval', 'detectable_gain', 'summary_table',
+           'plot_data_efficiency', 'plot_convergence', 'paired_gain', 'plot_gain']
 
 # %% ../nbs/24_experiments.ipynb #d73cca32
 def fixed_split(
@@ -122,7 +122,7 @@ def finetune_run(
     arch:str='resunet',        # a fresh encoder's architecture (scratch): 'resunet' or 'vgg'
     size=32, bs:int=4,
     fg_prob:float=0.,          # share of training crops centred on a labelled voxel (`seg_dls`)
-    augment:bool=True,
+    augment=True,              # True or 'light', 'nnunet', 'nnunet-elastic' (`AUGMENTS`), a dict of `SegAugment` settings, or False
     flip_axes=(0,),            # axes that may be mirrored (left–right for the hippocampus)
     seed:int=0,
     class_names=None,
@@ -143,7 +143,8 @@ def finetune_run(
     if spatial_dims is None: spatial_dims = getattr(encoder, 'spatial_dims', 3)
     if spatial_dims == 2: train, valid, bs = slices(train), slices(valid), 2 * bs   # test scans stay 3D: scored slice by slice
     dls = seg_dls(train, valid, size=size, bs=bs, steps_per_epoch=steps_per_epoch, seed=seed, fg_prob=fg_prob)
-    cbs = [SegAugment(flip_axes=flip_axes, seed=seed)] if augment else []
+    cbs = [SegAugment(flip_axes=flip_axes, seed=seed, **augment) if isinstance(augment, dict) else
+           SegAugment.preset('light' if augment is True else augment, flip_axes, seed)] if augment else []
     if checkpoint: cbs.append(Checkpoint(checkpoint, resume))
     learn = finetune_learner(dls, n_classes, encoder=encoder, decoder=decoder, decoder_weights='random' if dec is None else dec, arch=arch, class_names=class_names, cbs=cbs, precision=precision,
                              channels_last=channels_last)
@@ -273,28 +274,56 @@ def classify_run(
             'best_epoch': learn.cbs.filter(lambda c: isinstance(c, KeepBest))[0].best_epoch, 'seconds': round(seconds, 1)}, hist
 
 # %% ../nbs/24_experiments.ipynb #1a3f36c8
-def summary_table(df, value:str='mean_dice', scale:float=100)->'pd.DataFrame':
-    "Mean ± standard deviation over seeds of `value` (× `scale`), methods × budgets."
+def mean_interval(x, level:float=0.95)->tuple:
+    "Mean of `x` and the Student-t confidence interval of the mean at `level`: `(mean, low, high)`; NaN bounds for fewer than two values."
+    from scipy import stats
+    x = np.asarray(x, dtype=float); x = x[~np.isnan(x)]
+    if len(x) == 0: return (np.nan,) * 3
+    m = x.mean()
+    if len(x) < 2: return m, np.nan, np.nan
+    h = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return m, m - h, m + h
+
+def detectable_gain(sd:float, n:int, level:float=0.95, power:float=0.8)->float:
+    "The smallest true mean gain a paired design of `n` runs with spread `sd` detects with `power` (two-sided test at 1 − `level`)."
+    from scipy import stats
+    if n < 2 or sd != sd: return np.nan
+    return (stats.t.ppf(0.5 + level / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / np.sqrt(n)
+
+def summary_table(df, value:str='mean_dice', scale:float=100, spread:str='ci')->'pd.DataFrame':
+    "Mean over seeds of `value` (× `scale`), methods × budgets, with the 95 % interval of the mean (`spread='ci'`) or ± the standard deviation ('std')."
     import pandas as pd
-    g = df.groupby(['method', 'budget'])[value]
-    m, s = (g.mean() * scale).unstack(), (g.std(ddof=1) * scale).unstack()
-    def fmt(a, b): return '' if a != a else (f"{a:.1f}" if b != b else f"{a:.1f} ± {b:.1f}")   # one seed: no spread
-    return pd.DataFrame({c: [fmt(a, b) for a, b in zip(m[c], s[c])] for c in m.columns}, index=m.index)
+    if spread not in ('ci', 'std'): raise ValueError(f"spread must be 'ci' or 'std', not {spread!r}")
+    def cell(x):
+        x = np.asarray(x, dtype=float) * scale
+        if len(x) == 0 or np.isnan(x).all(): return ''
+        if len(x) < 2: return f"{x.mean():.1f}"                                       # one seed: the mean alone
+        if spread == 'std': return f"{x.mean():.1f} ± {x.std(ddof=1):.1f}"
+        m, lo, hi = mean_interval(x)
+        return f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
+    return df.groupby(['method', 'budget'])[value].agg(cell).unstack().fillna('')
 
 def _axis_label(value:str)->str: return {'mean_dice': 'mean Dice', 'miou': 'mIoU'}.get(value, value.replace('_', ' '))
 
 def plot_data_efficiency(df, value:str='mean_dice', ax=None, scratch:str='scratch'):
-    "Taleb et al.'s Fig. 2–3: `value` against the label budget, one line per method, mean ± std over seeds."
+    "Taleb et al.'s Fig. 2–3: `value` against the label budget, one line per method: the mean over seeds and its 95 % interval."
     import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(5, 3.5))[1]
     for name, g in df.groupby('method', sort=False):
-        st = g.groupby('budget')[value].agg(['mean', 'std']).fillna(0)
+        st = g.groupby('budget')[value].apply(lambda x: _as_series(mean_interval(x)))
+        st = st.unstack() if st.index.nlevels > 1 else st
+        err = np.nan_to_num(np.stack([st['mean'] - st['low'], st['high'] - st['mean']]))
         kw = dict(color='k', ls='--', lw=2) if name == scratch else {}
-        ax.errorbar(st.index, st['mean'], st['std'], marker='o', capsize=3, label=name, **kw)
+        ax.errorbar(st.index, st['mean'], err, marker='o', capsize=3, label=name, **kw)
     budgets = sorted(df['budget'].unique())
     ax.set_xscale('log'); ax.minorticks_off(); ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.set_xlabel('labelled training subjects'); ax.set_ylabel(_axis_label(value)); ax.legend(fontsize=8)
+    ax.set_xlabel('labelled training subjects'); ax.set_ylabel(_axis_label(value) + ' (mean, 95 % interval)'); ax.legend(fontsize=8)
     return ax
+
+def _as_series(t:tuple):
+    "`(mean, low, high)` as a pandas Series."
+    import pandas as pd
+    return pd.Series(t, index=['mean', 'low', 'high'])
 
 def plot_convergence(hist, budget:int=None, value:str='mean_dice', ax=None, scratch:str='scratch', legend:bool=True):
     "Taleb et al.'s Fig. 5: validation `value` after each epoch, mean over seeds, one line per method (from `history_path`)."
@@ -308,11 +337,36 @@ def plot_convergence(hist, budget:int=None, value:str='mean_dice', ax=None, scra
     if legend: ax.legend(fontsize=8)
     return ax
 
-def paired_gain(df, value:str='mean_dice', reference:str='scratch', scale:float=100)->'pd.DataFrame':
-    "Each method minus `reference` on the same budget and seed (so the same labelled subjects): mean, std and wins over seeds."
+def paired_gain(df, value:str='mean_dice', reference:str='scratch', scale:float=100, level:float=0.95)->'pd.DataFrame':
+    """Each method minus `reference` on the same budget and seed (so the same labelled subjects), over seeds: the mean gain, its
+    `level` interval (paired t), the t-test's p, wins, runs, and `detectable` — the smallest true gain this many runs would find
+    four times in five."""
     import pandas as pd
+    from scipy import stats
     ref = df[df['method'] == reference].set_index(['budget', 'seed'])[value]
     d = df[df['method'] != reference].join(ref.rename('_ref'), on=['budget', 'seed']).dropna(subset=['_ref'])
     d = d.assign(gain=(d[value] - d['_ref']) * scale)
-    g = d.groupby(['method', 'budget'], sort=False)['gain']
-    return pd.DataFrame({'gain': g.mean(), 'std': g.std(ddof=1), 'wins': g.apply(lambda x: int((x > 0).sum())), 'runs': g.size()}).reset_index()
+    rows = []
+    for (m, b), g in d.groupby(['method', 'budget'], sort=False)['gain']:
+        x = g.to_numpy(float)
+        mean, lo, hi = mean_interval(x, level)
+        sd = x.std(ddof=1) if len(x) > 1 else np.nan
+        if sd < 1e-9 * max(1., abs(mean)): sd, lo, hi = 0., mean, mean        # the same gain on every seed (rounding aside)
+        p = stats.ttest_1samp(x, 0).pvalue if sd > 0 else np.nan               # no spread: no test
+        rows.append({'method': m, 'budget': b, 'gain': mean, 'low': lo, 'high': hi, 'p': p, 'std': sd,
+                     'wins': int((x > 0).sum()), 'runs': len(x), 'detectable': detectable_gain(sd, len(x), level)})
+    return pd.DataFrame(rows, columns=['method', 'budget', 'gain', 'low', 'high', 'p', 'std', 'wins', 'runs', 'detectable'])
+
+def plot_gain(gain, ax=None):
+    "`paired_gain`'s table as a figure: each method's mean gain over the reference and its interval, one panel row per budget."
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(5, 0.35 * len(gain) + 1))[1]
+    lab = [f"{m} · {b}" for m, b in zip(gain['method'], gain['budget'])]
+    y = np.arange(len(gain))[::-1]
+    for yi, (g, lo, hi) in zip(y, gain[['gain', 'low', 'high']].to_numpy(float)):
+        col = 'tab:green' if lo > 0 else 'tab:red' if hi < 0 else 'tab:gray'      # above zero, below zero, undecided
+        ax.errorbar([g], [yi], xerr=np.nan_to_num([[g - lo], [hi - g]]), fmt='o', color=col, capsize=3)
+    ax.axvline(0, color='k', lw=1); ax.set_yticks(y, lab, fontsize=8)
+    ax.set_xlabel('gain over the reference (points, mean and 95 % interval)')
+    return ax
+

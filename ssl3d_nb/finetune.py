@@ -34,10 +34,11 @@ from .checkpoint import Checkpoint
 from .parallel import ChannelsLast3d, speedups, unwrap
 
 # %% auto #0
-__all__ = ['DECODER_WEIGHTS', 'FINETUNE_MODES', 'feature_widths', 'multiscale', 'SegModel', 'ClsModel', 'transfer_encoder',
-           'pretrained_decoder', 'transfer_decoder', 'seg_dls', 'KeepBest', 'History', 'random_affines', 'warp',
-           'SegAugment', 'finetune_learner', 'fit_finetune', 'predict_volume', 'segment', 'evaluate', 'slices',
-           'save_model', 'load_model', 'label_image', 'predict_scan', 'predict_file']
+__all__ = ['DECODER_WEIGHTS', 'AUGMENTS', 'FINETUNE_MODES', 'feature_widths', 'multiscale', 'SegModel', 'ClsModel',
+           'transfer_encoder', 'pretrained_decoder', 'transfer_decoder', 'seg_dls', 'KeepBest', 'History',
+           'random_affines', 'smooth_field', 'warp', 'gaussian_blur', 'SegAugment', 'finetune_learner', 'fit_finetune',
+           'predict_volume', 'segment', 'evaluate', 'slices', 'save_model', 'load_model', 'label_image', 'predict_scan',
+           'predict_file']
 
 # %% ../nbs/23_finetune.ipynb #4634ac2a
 def feature_widths(encoder:nn.Module)->tuple:
@@ -212,36 +213,101 @@ def random_affines(
     for a in flip_axes: A[:, :, a] *= torch.where((rand(B) < 0.5) & (on > 0), -1.0, 1.0).view(B, 1)
     return A
 
-def warp(x, A, mode:str='bilinear', padding_mode:str='border')->torch.Tensor:
-    "Resample `(B, C, *S)` (2 or 3 spatial axes) with the voxel-unit matrices `A` (B, n, n) about the centre."
+def smooth_field(
+    B:int, shape, generator:torch.Generator,
+    magnitude:float=2.,        # standard deviation of the displacements at the control points, in voxels
+    grid:int=4,                # control points per axis: fewer gives smoother, larger-scale deformations
+)->torch.Tensor:               # (B, n, *shape): displacement along each spatial axis, in voxels
+    "A random smooth (elastic) deformation: Gaussian displacements on a coarse lattice, interpolated to every voxel."
+    n = len(shape)
+    coarse = magnitude * torch.randn(B, n, *[grid] * n, generator=generator, device=generator.device)
+    return F.interpolate(coarse, size=tuple(shape), mode='trilinear' if n == 3 else 'bilinear', align_corners=True)
+
+def warp(x, A, mode:str='bilinear', padding_mode:str='border', field=None)->torch.Tensor:
+    "Resample `(B, C, *S)` (2 or 3 spatial axes) with the voxel-unit matrices `A` (B, n, n) about the centre, then displaced by `field` (voxels)."
     B, S = x.shape[0], x.shape[2:]
     n = len(S)
     D = torch.tensor([s / 2 for s in S], dtype=torch.float32, device=x.device)
     An = (A.to(x.device, torch.float32) * D.view(1, 1, n)) / D.view(1, n, 1)        # D⁻¹ A D: into normalised units
     theta = torch.cat([An.flip(1).flip(2), torch.zeros(B, n, 1, device=x.device)], 2)   # affine_grid wants (W, H, D)
     grid = F.affine_grid(theta, [B, 1, *S], align_corners=False)
+    if field is not None:                                                              # voxels → normalised units, (W, H, D) last
+        grid = grid + (field.to(x.device, torch.float32) / D.view(1, n, *[1] * n)).flip(1).movedim(1, -1)
     return F.grid_sample(x.float(), grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
+def gaussian_blur(x, sigma:float)->torch.Tensor:
+    "A batch `(B, C, *S)` smoothed with a Gaussian of `sigma` voxels along each spatial axis (separable; borders replicated)."
+    if sigma <= 0: return x
+    C, n = x.shape[1], x.ndim - 2
+    r = max(1, int(3 * sigma + 0.5))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32, device=x.device) ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    conv = F.conv3d if n == 3 else F.conv2d
+    for ax in range(n):
+        shape = [1] * n; shape[ax] = 2 * r + 1
+        pad = [0] * (2 * n); pad[2 * (n - 1 - ax)] = pad[2 * (n - 1 - ax) + 1] = r     # F.pad lists the last axis first
+        x = conv(F.pad(x, pad, mode='replicate'), k.view(1, 1, *shape).repeat(C, 1, *[1] * n), groups=C)
+    return x
+
+
 # %% ../nbs/23_finetune.ipynb #324792ff
+AUGMENTS = {
+    'light': {},                                            # SegAugment's defaults: rotation, scaling, flips, intensity scale and shift
+    'nnunet': dict(rotate=30., scale=(0.7, 1.4), intensity=(0.75, 1.25), gamma=(0.7, 1.5), noise=0.1, blur=(0.5, 1.0)),
+    'nnunet-elastic': dict(rotate=30., scale=(0.7, 1.4), intensity=(0.75, 1.25), gamma=(0.7, 1.5), noise=0.1, blur=(0.5, 1.0), deform=2.),
+}
+
 class SegAugment(Callback):
-    "Random rotation, scaling, flips and intensity changes of each training crop and its label map, on the batch's device."
+    "Random rotation, scaling, flips, smooth deformation and intensity changes of each training crop and its label map, on the batch's device."
     order = -3                                             # before ChannelsLast3d
     def __init__(self, rotate:float=15., scale=(0.85, 1.15), flip_axes=(), p:float=0.8,
-                 intensity=(0.9, 1.1), shift:float=0.1, seed:int=0):
+                 intensity=(0.9, 1.1), shift:float=0.1,
+                 gamma=None,            # (lo, hi): each crop, with probability 0.3, gets its intensities (rescaled to 0…1) raised to a power in the range
+                 noise:float=0.,        # with probability 0.1, Gaussian noise of a standard deviation up to this (z-scored intensities)
+                 blur=None,             # (lo, hi): with probability 0.2, a Gaussian blur of a sigma (voxels) in the range
+                 deform:float=0.,       # with probability `p`, a smooth deformation of this many voxels (`smooth_field`)
+                 seed:int=0):
         store_attr()
+    @classmethod
+    def preset(cls, name:str, flip_axes=(), seed:int=0):
+        "A named setting of `AUGMENTS`: 'light' (the defaults), 'nnunet' (nnU-Net's ranges), 'nnunet-elastic' (and a smooth deformation)."
+        if name not in AUGMENTS: raise ValueError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENTS)}")
+        return cls(flip_axes=flip_axes, seed=seed, **AUGMENTS[name])
     def before_fit(self):
         if not hasattr(self, 'gen'): self.gen = get_generator(self.seed, device=self.dls.device or 'cpu')
+    def _rand(self, *s): return torch.rand(*s, generator=self.gen, device=self.gen.device)
     def before_batch(self):
         if not self.training: return
         x, y = self.xb[0], self.yb[0]
         B, g = len(x), self.gen
         nd = x.ndim - 2
         A = random_affines(B, g, self.rotate, self.scale, [a for a in self.flip_axes if a < nd], self.p, nd).to(x.device)
-        r = torch.rand(B, 2, generator=g, device=g.device).to(x.device).view(B, 2, *[1] * (x.ndim - 1))
+        r = self._rand(B, 2).to(x.device).view(B, 2, *[1] * (x.ndim - 1))
+        field = None
+        if self.deform > 0:                                # every extra draw only when its option is on: the light runs stay reproducible
+            on = (self._rand(B) < self.p).float().view(B, 1, *[1] * nd)
+            field = (smooth_field(B, x.shape[2:], g, self.deform) * on).to(x.device)
         c = self.intensity[0] + (self.intensity[1] - self.intensity[0]) * r[:, 0]
-        xo = warp(x, A) * c + (2 * r[:, 1] - 1) * self.shift
-        yo = warp(y[:, None], A, 'nearest', 'zeros')[:, 0].to(y.dtype)
+        xo = warp(x, A, field=field) * c + (2 * r[:, 1] - 1) * self.shift
+        yo = warp(y[:, None], A, 'nearest', 'zeros', field=field)[:, 0].to(y.dtype)
+        if self.gamma is not None: xo = self._gamma(xo)
+        if self.blur is not None:
+            on, s = self._rand(B) < 0.2, self.blur[0] + (self.blur[1] - self.blur[0]) * self._rand(B)
+            xo = torch.cat([gaussian_blur(xo[i:i + 1], float(s[i])) if on[i] else xo[i:i + 1] for i in range(B)])
+        if self.noise > 0:
+            sd = (self._rand(B) < 0.1).float() * self.noise * self._rand(B)
+            xo = xo + sd.to(x.device).view(B, *[1] * (x.ndim - 1)) * torch.randn(xo.shape, generator=g, device=g.device).to(x.device)
         self.learn.xb, self.learn.yb = (xo,), (yo,)
+    def _gamma(self, x):
+        "nnU-Net's gamma: rescale each crop to 0…1, raise it to a random power, and put it back into its range."
+        B = len(x)
+        on = (self._rand(B) < 0.3).to(x.device)
+        gam = (self.gamma[0] + (self.gamma[1] - self.gamma[0]) * self._rand(B)).to(x.device)
+        flat = x.reshape(B, -1)
+        lo, hi = flat.min(1).values.view(B, *[1] * (x.ndim - 1)), flat.max(1).values.view(B, *[1] * (x.ndim - 1))
+        u = ((x - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1) ** gam.view(B, *[1] * (x.ndim - 1))
+        return torch.where(on.view(B, *[1] * (x.ndim - 1)), u * (hi - lo) + lo, x)
+
 
 # %% ../nbs/23_finetune.ipynb #acc5e4d9
 @delegates(Learner.__init__, but=['model', 'splitter'])

@@ -178,6 +178,8 @@ def test_the_option_words_are_the_librarys():
     from ssl3d_nb.preprocess import Preprocess
     assert sorted(CHOICES['task']) == sorted(TASKS)
     assert (CHOICES['precision'], CHOICES['mode'], CHOICES['decoder_weights']) == (PRECISIONS, FINETUNE_MODES, DECODER_WEIGHTS)
+    from ssl3d_nb.finetune import AUGMENTS
+    assert CHOICES['augment'] == (*AUGMENTS, 'none')
     for norm in CHOICES['norm']: Preprocess(norm=None if norm == 'none' else norm)     # each one a normalisation Preprocess knows
 
 
