@@ -177,11 +177,14 @@ def test_metrics_against_sklearn():
 def test_experiment_tables_from_the_package():
     "summary_table, paired_gain and plot_data_efficiency as a script calls them (the notebook's own globals hide missing imports)."
     import pandas as pd, matplotlib; matplotlib.use('Agg')
-    from ssl3d_nb.experiments import summary_table, paired_gain, plot_data_efficiency
+    from ssl3d_nb.experiments import summary_table, paired_gain, plot_data_efficiency, plot_gain
     df = pd.DataFrame([{'method': m, 'budget': b, 'seed': s, 'mean_dice': 0.5 + 0.1 * (m == 'rpl') + 0.01 * s + 0.02 * b}
                        for m in ('scratch', 'rpl') for b in (1, 2) for s in range(3)])
-    assert summary_table(df).loc['rpl', 1] == '63.0 ± 1.0'
+    assert summary_table(df).loc['rpl', 1] == '63.0 [60.5, 65.5]'                # sd 1.0, 3 seeds: ± 4.303 / √3
+    assert summary_table(df, spread='std').loc['rpl', 1] == '63.0 ± 1.0'
     g = paired_gain(df).set_index(['method', 'budget'])
     assert np.allclose(g['gain'], 10) and (g['wins'] == 3).all()
     ax = plot_data_efficiency(df)                                   # no axes given: the function makes its own figure
     assert [l.get_text() for l in ax.get_legend().get_texts()] == ['scratch', 'rpl'] and len(ax.containers) == 2
+    ax = plot_gain(paired_gain(df)); ax.figure.canvas.draw()
+    assert [(t.get_text(), t.get_position()[1]) for t in ax.get_yticklabels()] == [('rpl · 1', 1), ('rpl · 2', 0)]   # first row on top
