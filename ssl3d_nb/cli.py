@@ -79,8 +79,7 @@ def _task_params(spec:str|None)->dict:
 
 def _inputs(data, items=(), *files)->list:
     "What a command reads: the data path, every file its items name, and any other input files (encoder, model)."
-    fs = [p for it in items for k in ('image', 'label') if k in it for p in (it[k] if isinstance(it[k], list) else [it[k]])]
-    return [Path(data), *fs, *[Path(f) for f in files if f and Path(f).exists()]]
+    return [Path(data), *[p for it in items for p in item_files(it)], *[Path(f) for f in files if f and Path(f).exists()]]
 
 def _out_file(out, force:bool, inputs=())->Path|None:
     "A single output file (`--out FILE`): refused if it exists (unless `force`) or is one of the inputs, whatever `force` says."

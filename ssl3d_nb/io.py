@@ -15,7 +15,8 @@ from .core import _np
 
 # %% auto #0
 __all__ = ['NIFTI_SUFFIXES', 'is_nifti', 'nifti_stem', 'spacing_of', 'load_volume', 'load_label', 'decathlon_info',
-           'load_decathlon', 'load_subject_folders', 'subject_of', 'find_scans', 'save_volume', 'check_headers']
+           'load_decathlon', 'load_subject_folders', 'subject_of', 'find_scans', 'save_volume', 'item_files',
+           'check_headers']
 
 # %% ../nbs/01_io.ipynb #0b3a8ece
 NIFTI_SUFFIXES = ('.nii', '.nii.gz')
@@ -348,15 +349,17 @@ def save_volume(
     return path
 
 # %% ../nbs/01_io.ipynb #c284c1d2
+def item_files(item:dict)->list:
+    "Every file an item names: its image (one file, or one per channel) and its label, if any."
+    return [p for k in ('image', 'label') if k in item for p in (item[k] if isinstance(item[k], list) else [item[k]])]
+
 def check_headers(items:list)->list:
     "Open every file `items` name and check its header, reading no voxels; `items`, or a `DataError` naming the first bad file."
-    for it in items:
-        for k in ('image', 'label'):
-            for f in (it[k] if isinstance(it.get(k), list) else [it[k]] if k in it else []):
-                p, img = _open(f)
-                if p.name.lower().endswith('.nii'):                 # uncompressed: the file's size says whether the voxels are all there
-                    need = img.dataobj.offset + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
-                    if (have := p.stat().st_size) < need:
-                        raise DataError(f"{p}: truncated or corrupt (its header promises {need} bytes, the file holds {have})")
+    for f in (f for it in items for f in item_files(it)):
+        p, img = _open(f)
+        if p.name.lower().endswith('.nii'):                         # uncompressed: the file's size says whether the voxels are all there
+            need = img.dataobj.offset + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
+            if (have := p.stat().st_size) < need:
+                raise DataError(f"{p}: truncated or corrupt (its header promises {need} bytes, the file holds {have})")
     return items
 
