@@ -527,21 +527,22 @@ def demo(
     epochs:int=4,             # pretraining epochs of `steps` steps
     steps:int=25,             # pretraining steps per epoch
     finetune_epochs:int=16,   # fine-tuning epochs of 25 steps, the whole network trained from the start
+    seeds:int=3,              # fine-tuning seeds per method (seed, seed+1, …): the spread, and a paired interval for the difference
     seed:int=0,
     force:bool=False,         # start over in an `out` that holds an earlier demo
 ):
     "Pretrain on data_samples/, fine-tune the encoder and a from-scratch twin on one labelled hemisphere, compare on the other."
-    _tasks(task); _positive(epochs=epochs, steps=steps, finetune_epochs=finetune_epochs)
+    _tasks(task); _positive(epochs=epochs, steps=steps, finetune_epochs=finetune_epochs, seeds=seeds)
     _lib()
     from ssl3d_nb.external import sample_data
-    from ssl3d_nb.experiments import pretrain_encoder, finetune_run
+    from ssl3d_nb.experiments import pretrain_encoder, finetune_run, paired_gain
     from ssl3d_nb.data import load_scans
     import pandas as pd
     root = sample_data()
     items = find_scans(root)
     lab, names, _ = _labelled(root/'colin27_subcortical')
     left, right = sorted(lab, key=lambda it: it['id'])                     # colin27_left, colin27_right
-    config = dict(command='demo', task=task, epochs=epochs, steps=steps, finetune_epochs=finetune_epochs, seed=seed,
+    config = dict(command='demo', task=task, epochs=epochs, steps=steps, finetune_epochs=finetune_epochs, seeds=seeds, seed=seed,
                   pretrain_scans=[it['id'] for it in items], train=left['id'], test=right['id'], version=ssl3d_nb.__version__)
     with RunFolder(out, ['encoder.pth', 'results.csv'], config, force=force, resumable=False, inputs=[root], command='ssl3d demo') as run:
         out = run.path
@@ -552,19 +553,24 @@ def demo(
         scans = load_scans([left, right], Preprocess(norm='zscore'))
         rows, hists = [], []
         for i, (name, e) in enumerate((('scratch', None), (task, enc))):
-            print(f"\n{i + 2}/3 {'training from scratch' if e is None else 'fine-tuning the ' + task + ' encoder'} on {left['id']}")
-            row, hist = finetune_run(e, [scans[0]], [scans[0]], [scans[1]], len(names) + 1, steps=finetune_epochs * 25, seed=seed,
-                                     class_names=names, flip_axes=(0,), mode='unfrozen', progress=True)   # flips: the test side is the mirror
-            rows.append({'method': name, **row}); hists.append(hist.assign(method=name))
+            for s in range(seed, seed + seeds):
+                print(f"\n{i + 2}/3 {'training from scratch' if e is None else 'fine-tuning the ' + task + ' encoder'} on {left['id']}, seed {s}")
+                row, hist = finetune_run(e, [scans[0]], [scans[0]], [scans[1]], len(names) + 1, steps=finetune_epochs * 25, seed=s,
+                                         class_names=names, flip_axes=(0,), mode='unfrozen', progress=True)   # flips: the test side is the mirror
+                rows.append({'method': name, 'budget': 1, 'seed': s, **row}); hists.append(hist.assign(method=name, seed=s))
         res = pd.DataFrame(rows)
         write_text(out/'results.csv', res.to_csv(index=False)); write_text(out/'history.csv', pd.concat(hists).to_csv(index=False))
-        show = res.set_index('method')[['mean_dice'] + [f'dice_{n}' for n in names]].T.round(3)
+        cols = ['mean_dice'] + [f'dice_{n}' for n in names]
+        g = res.groupby('method', sort=False)[cols]
+        show = g.mean().T.round(3).astype(str) + (' ± ' + g.std().T.round(3).astype(str) if seeds > 1 else '')
         show.index = [i.replace('dice_', '') for i in show.index]
-        print(f"\nDice on {right['id']} (the other hemisphere of the same brain), best validation epoch of each run:")
+        print(f"\nDice on {right['id']} (the other hemisphere of the same brain), best validation epoch of each run, "
+              + (f"mean ± standard deviation over {seeds} fine-tuning seeds:" if seeds > 1 else "one seed:"))
         print(show.to_string())
-        d = res.set_index('method')['mean_dice']
-        print(f"\nmean Dice {d[task]:.3f} with {task} pretraining, {d['scratch']:.3f} from scratch ({d[task] - d['scratch']:+.3f}). One run on one "
-              f"brain is no evidence either way; the reproductions measure the effect over subjects and seeds. {time.time() - t0:.0f}s in all; "
+        gain = paired_gain(res).iloc[0]
+        print(f"\n{task} − scratch: {gain['gain']:+.1f} Dice points" + (f", 95 % interval [{gain['low']:+.1f}, {gain['high']:+.1f}], better on "
+              f"{gain['wins']} of {seeds} seeds" if seeds > 1 else " (one seed: no interval)") + ". One encoder, one brain: this shows the "
+              f"mechanics; whether pretraining helps is measured over subjects and seeds in the reproductions. {time.time() - t0:.0f}s in all; "
               f"results in {out}/")
     return res
 

@@ -16,8 +16,8 @@ from .tasks.core import standardise
 from .metrics import dice
 
 # %% auto #0
-__all__ = ['NetDescriptor', 'GVDiff', 'xavier_planar', 'descriptor', 'dense_descriptors', 'lattice_labels', 'upsample_lattice',
-           'AtlasIndex', 'transfer_labels', 'few_shot_dice']
+__all__ = ['VOTES', 'NetDescriptor', 'GVDiff', 'xavier_planar', 'descriptor', 'dense_descriptors', 'lattice_labels',
+           'upsample_lattice', 'AtlasIndex', 'transfer_labels', 'few_shot_dice']
 
 # %% ../nbs/22_knn.ipynb #82301ab4
 class NetDescriptor:
@@ -107,31 +107,41 @@ def upsample_lattice(coarse, shape, step:int=4)->torch.Tensor:
     grid = torch.stack(torch.meshgrid(*norm, indexing='ij'), -1).to(coarse.device)
     return sample_grid(coarse[None].float(), grid[None, None])[0, 0]
 
+VOTES = ('majority', 'prior')
+
 class AtlasIndex:
     "The lattice points of atlas scans — descriptors `(F, *grid)` and full label maps — in a k-nearest-neighbour index."
-    def __init__(self, atlas_feats:list, atlas_labels:list, n_classes:int, k:int=21, step:int=4):
+    def __init__(self, atlas_feats:list, atlas_labels:list, n_classes:int, k:int=21, step:int=4,
+                 vote:str='majority'):         # 'majority': the most neighbours; 'prior': each class's share over its share of the atlases
+        if vote not in VOTES: raise ValueError(f"vote must be one of {VOTES}, got {vote!r}")
         from sklearn.neighbors import NearestNeighbors
         ref = torch.cat([f.flatten(1).T for f in atlas_feats]).detach().cpu().float().numpy()
         self.labels = torch.cat([lattice_labels(l, step).flatten() for l in atlas_labels]).cpu().long()
         self.index = NearestNeighbors(n_neighbors=min(k, len(ref))).fit(ref)
-        self.n_classes, self.step = n_classes, step
+        self.n_classes, self.step, self.vote = n_classes, step, vote
+        self.prior = torch.bincount(self.labels, minlength=n_classes).float() / len(self.labels)   # share of each class in the atlases
 
     def votes(self, query)->torch.Tensor:
         "Share of each class among the k nearest atlas points of each query point `(N, F)`: `(N, n_classes)`."
         idx = self.index.kneighbors(query.detach().cpu().float().numpy(), return_distance=False)
         return F.one_hot(self.labels[torch.from_numpy(idx)], self.n_classes).float().mean(1)
 
+    def scores(self, query)->torch.Tensor:
+        "What the label is the argmax of: the votes, or (`vote='prior'`) the votes over the class priors (a class absent from the atlases scores 0)."
+        v = self.votes(query)
+        return v if self.vote == 'majority' else v / self.prior.clamp_min(1e-12)
+
     def segment(self, feats, shape)->torch.Tensor:
-        "Label map `(*shape)` of a scan from its lattice descriptors `(F, *grid)`: votes upsampled to every voxel, then the majority."
-        v = self.votes(feats.flatten(1).T)
+        "Label map `(*shape)` of a scan from its lattice descriptors `(F, *grid)`: scores upsampled to every voxel, then the argmax."
+        v = self.scores(feats.flatten(1).T)
         return upsample_lattice(v.T.reshape(self.n_classes, *feats.shape[1:]), shape, self.step).argmax(0)
 
-def transfer_labels(atlas_feats:list, atlas_labels:list, feats, shape, n_classes:int, k:int=21, step:int=4)->torch.Tensor:
+def transfer_labels(atlas_feats:list, atlas_labels:list, feats, shape, n_classes:int, k:int=21, step:int=4, vote:str='majority')->torch.Tensor:
     "Label map `(*shape)` of a test scan from its lattice descriptors `(F, *grid)` and atlases (descriptors, full label maps)."
-    return AtlasIndex(atlas_feats, atlas_labels, n_classes, k, step).segment(feats, shape)
+    return AtlasIndex(atlas_feats, atlas_labels, n_classes, k, step, vote).segment(feats, shape)
 
 # %% ../nbs/22_knn.ipynb #e1365dfc
-def few_shot_dice(feats:list, labels:list, atlases:list, tests:list, n_classes:int, k:int=21, step:int=4)->torch.Tensor:
+def few_shot_dice(feats:list, labels:list, atlases:list, tests:list, n_classes:int, k:int=21, step:int=4, vote:str='majority')->torch.Tensor:
     "Dice `(len(tests), n_classes − 1)` of kNN label transfer from the `atlases` to each of the `tests` (indices into `feats`/`labels`)."
-    index = AtlasIndex([feats[i] for i in atlases], [labels[i] for i in atlases], n_classes, k, step)
+    index = AtlasIndex([feats[i] for i in atlases], [labels[i] for i in atlases], n_classes, k, step, vote)
     return torch.stack([dice(index.segment(feats[t], labels[t].shape), labels[t].cpu(), n_classes) for t in tests])

@@ -86,7 +86,7 @@ def test_a_wheel_installed_outside_the_repository_runs_its_own_demo(tmp_path):
     r = ssl3d('--help'); assert r.returncode == 0 and 'commands:' in r.stdout, r.stderr
     r = ssl3d('info'); assert r.returncode == 0, r.stderr
     assert '5 scans (2 labelled) in 2 folders' in r.stdout, r.stdout
-    r = ssl3d('demo', '--epochs', 1, '--steps', 2, '--finetune-epochs', 1, '--out', 'demo', timeout=600)
+    r = ssl3d('demo', '--epochs', 1, '--steps', 2, '--finetune-epochs', 1, '--seeds', 1, '--out', 'demo', timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     import pandas as pd, torch
     res = pd.read_csv(work/'demo/results.csv')

@@ -8,10 +8,14 @@ stages
   pretrain    each task's encoder on the 90 non-test subjects (labels stripped), at its CPU preset for --steps steps
               -> encoders/TASK.pth, and encoders/random-ARCH.pth: an untrained encoder of each architecture
   protocols   every method × candidate schedule, one labelled subject, seeds 0-2, scored on the validation subjects
-              -> protocols.csv; the schedule with the best mean validation Dice (over seeds) is each method's protocol
-  efficiency  every method with its protocol, and scratch with the schedule chosen in scratch_baseline.csv,
-              at 1, 2 and 5 labelled subjects and seeds 0-4 (more at 1 and 2 with --seeds) -> efficiency.csv
-  frozen      each encoder frozen, only the U-Net decoder trained, against a random encoder of its architecture -> frozen.csv
+              -> protocols-BUDGET.csv; the schedule with the best mean validation Dice (over seeds) is each method's protocol
+  efficiency  every method with its protocol, and scratch with its own schedule, at --budgets labelled subjects (default
+              1, 2, 5) and seeds 0 … --seeds − 1 -> efficiency-BUDGET.csv
+  frozen      each encoder frozen, only the U-Net decoder trained, against a random encoder of its architecture, two labelled
+              subjects -> frozen-BUDGET.csv
+
+Every method gets the same fine-tuning budget: the steps and augmentation of the scratch schedule with the best validation
+Dice in scratch_baseline.csv (BUDGET names it, e.g. light-3200); a different choice there starts new files rather than mixing.
 """
 import argparse, os, sys, time
 from pathlib import Path
@@ -21,7 +25,7 @@ from ssl3d_nb.external import get_dataset
 from ssl3d_nb.preprocess import Preprocess
 from ssl3d_nb.data import load_scans, unlabeled
 from ssl3d_nb.models import load_encoder, build_encoder, save_encoder
-from ssl3d_nb.experiments import fixed_split, pretrain_encoder, data_efficiency, history_path
+from ssl3d_nb.experiments import fixed_split, pretrain_encoder, data_efficiency, history_path, _append_csv
 
 HERE = Path(__file__).resolve().parent
 OUT = Path(os.environ.get('SSL3D_STUDY_DIR', HERE))      # where results go (a test points it elsewhere)
@@ -63,12 +67,37 @@ def best_protocol(csv)->dict:
     df = pd.DataFrame({'method': [m.split(' · ')[0] for m in v.index], 'protocol': [m.split(' · ')[1] for m in v.index], 'valid': v.values})
     return df.loc[df.groupby('method')['valid'].idxmax()].set_index('method')['protocol'].to_dict()
 
-def scratch_config()->dict:
-    "The scratch schedule with the best mean validation Dice in scratch_baseline.csv."
+def scratch_config(budget:int=1, csv=None, min_seeds:int=3)->tuple:
+    """(name, settings) of the scratch schedule with the best validation Dice in scratch_baseline.csv at `budget`, averaged over
+    seeds; only schedules run with at least `min_seeds` seeds compete (one lucky seed does not choose)."""
     from scratch_baseline import CONFIGS, CSV
+    h = pd.read_csv(history_path(csv or CSV))
+    h = h[h['budget'] == budget]
+    best = h.groupby(['method', 'seed'])['mean_dice'].max()
+    n = best.groupby('method').size()
+    v = best.groupby('method').mean()[n >= min_seeds]
+    name = v.idxmax().split(' · ')[1]
+    return name, CONFIGS[name]
+
+def budget()->tuple:
+    "The fine-tuning budget every method gets — the best scratch schedule's steps and augmentation — and that schedule's name."
+    name, c = scratch_config()
+    return name, {'steps': c['steps'], 'augment': c['augment']}
+
+def reuse_scratch(name:str, csv:Path, src:Path=None):
+    """Copy the scratch runs of schedule `name` from scratch_baseline.csv (and their histories) into `csv` as 'scratch': the same
+    `data_efficiency` call with the same split, seeds and settings, so running them again would only repeat them."""
+    from scratch_baseline import CSV
+    CSV = Path(src or CSV)
+    src, done = pd.read_csv(CSV), pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=['method', 'budget', 'seed'])
+    have = set(zip(done.loc[done.method == 'scratch', 'budget'], done.loc[done.method == 'scratch', 'seed']))
+    pick = src[(src.method == f'scratch · {name}') & ~pd.Series(list(zip(src.budget, src.seed)), index=src.index).isin(have)]
+    if not len(pick): return
     h = pd.read_csv(history_path(CSV))
-    v = h.groupby(['method', 'seed'])['mean_dice'].max().groupby('method').mean()
-    return CONFIGS[v.idxmax().split(' · ')[1]]
+    h = h[(h.method == f'scratch · {name}')].merge(pick[['budget', 'seed']], on=['budget', 'seed'])
+    _append_csv(csv, pick.assign(method='scratch'))
+    _append_csv(history_path(csv), h.assign(method='scratch'))
+    print(f"scratch: {len(pick)} runs of {name} taken from {CSV.name}", flush=True)
 
 def main(a):
     clock = Clock(a.minutes)
@@ -86,29 +115,38 @@ def main(a):
             rnd = OUT/'encoders'/f"random-{arch}.pth"
             if not rnd.exists(): save_encoder(build_encoder(net.config), rnd, task='random', preprocessing=meta.get('preprocessing'))
             print(t, 'done', flush=True)
-    elif a.stage == 'protocols':
-        for name, kw in PROTOCOLS.items():
-            methods = {f'{t} · {name}': str(p) for t, p in encoders(tasks).items()}
-            runs(methods, scans, split, (1,), (0, 1, 2), OUT/'protocols.csv', clock, steps=a.steps, **kw)
+        return
+    name, base = budget()
+    if a.stage == 'protocols':
+        for pname, kw in PROTOCOLS.items():
+            methods = {f'{t} · {pname}': str(p) for t, p in encoders(tasks).items()}
+            runs(methods, scans, split, (1,), (0, 1, 2), OUT/f'protocols-{name}.csv', clock, **base, **kw)
     elif a.stage == 'efficiency':
-        chosen = best_protocol(OUT/'protocols.csv')
-        runs({'scratch': None}, scans, split, (1, 2, 5), range(a.seeds), OUT/'efficiency.csv', clock, **scratch_config())
+        chosen = best_protocol(OUT/f'protocols-{name}.csv') if (OUT/f'protocols-{name}.csv').exists() else {}
+        csv = OUT/f'efficiency-{name}.csv'
+        reuse_scratch(name, csv)
+        methods = {'scratch': {'encoder': None, **scratch_config()[1]}}        # scratch trains with its own schedule
         for t, p in encoders(tasks).items():
-            if t in chosen: runs({t: str(p)}, scans, split, (1, 2, 5), range(a.seeds), OUT/'efficiency.csv', clock, steps=a.steps, **PROTOCOLS[chosen[t]])
+            proto = chosen.get(t, a.protocol)
+            if proto: methods[f'{t} · {proto}'] = {'encoder': str(p), **base, **PROTOCOLS[proto]}
+            else: print(f"{t}: no protocol chosen yet (run the protocols stage, or give --protocol)", flush=True)
+        runs(methods, scans, split, a.budgets, range(a.seeds), csv, clock)   # all methods of a seed and budget together
     elif a.stage == 'frozen':
         for t, p in encoders(tasks).items():
             rnd = OUT/'encoders'/f"random-{load_encoder(p)[0].config['arch']}.pth"
-            runs({t: str(p), f'random ({t} architecture)': str(rnd)}, scans, split, (2,), range(a.seeds), OUT/'frozen.csv', clock,
-                 steps=a.steps, mode='frozen', lr=3e-3)
+            runs({t: str(p), f'random ({t} architecture)': str(rnd)}, scans, split, (2,), range(a.seeds), OUT/f'frozen-{name}.csv', clock,
+                 **base, mode='frozen', lr=3e-3)
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('stage', choices=('pretrain', 'protocols', 'efficiency', 'frozen'))
     ap.add_argument('--minutes', type=float, default=None, help='start no new run after this many minutes')
-    ap.add_argument('--steps', type=int, default=None, help='pretraining steps (pretrain: default 3000) or fine-tuning steps (default 800)')
+    ap.add_argument('--steps', type=int, default=3000, help='pretraining steps (pretrain)')
+    ap.add_argument('--budgets', default='1,2,5', help='labelled subjects (efficiency)')
+    ap.add_argument('--protocol', default=None, choices=list(PROTOCOLS), help="a task's schedule where the protocols stage has not chosen one")
     ap.add_argument('--seeds', type=int, default=5, help='seeds 0 … N-1 (efficiency, frozen)')
     ap.add_argument('--tasks', default=None, help='comma-separated tasks (default: all)')
     a = ap.parse_args()
-    a.steps = a.steps or (3000 if a.stage == 'pretrain' else 800)
+    a.budgets = tuple(int(b) for b in a.budgets.split(','))
     sys.path.insert(0, str(HERE))
     main(a)
