@@ -57,7 +57,7 @@ def transfer(name, describe, evals, csv):
     df = pd.DataFrame(rows).assign(features_s_per_scan=round(t_feat / len(evals), 3))
     df.to_csv(csv, mode='a', header=not csv.exists(), index=False)
     print(f"{name}: descriptors {t_feat:.0f} s, transfers {time.time() - t - t_feat:.0f} s; 9 atlases: "
-          + ', '.join(f"{v} {100 * df[(df.vote == v) & (df.atlases == 9)][['dice_anterior', 'dice_posterior']].mean(1).mean():.1f}" for v in VOTES), flush=True)
+          + ', '.join(f"{v} {100 * df[(df.vote == v) & (df.atlases == 9)][['dice_anterior', 'dice_posterior']].mean(axis=1).mean():.1f}" for v in VOTES), flush=True)
 
 def main(steps):
     items = load_decathlon(get_dataset('hippocampus'))
