@@ -562,7 +562,7 @@ def demo(
         write_text(out/'results.csv', res.to_csv(index=False)); write_text(out/'history.csv', pd.concat(hists).to_csv(index=False))
         cols = ['mean_dice'] + [f'dice_{n}' for n in names]
         g = res.groupby('method', sort=False)[cols]
-        show = g.mean().T.round(3).astype(str) + (' ± ' + g.std().T.round(3).astype(str) if seeds > 1 else '')
+        show = g.mean().T.map('{:.3f}'.format) + (' ± ' + g.std().T.map('{:.3f}'.format) if seeds > 1 else '')
         show.index = [i.replace('dice_', '') for i in show.index]
         print(f"\nDice on {right['id']} (the other hemisphere of the same brain), best validation epoch of each run, "
               + (f"mean ± standard deviation over {seeds} fine-tuning seeds:" if seeds > 1 else "one seed:"))
