@@ -12,12 +12,11 @@ is skipped.
 """
 import argparse, os, time
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import pandas as pd
 from ssl3d_nb.io import load_decathlon
 from ssl3d_nb.external import get_dataset
 from ssl3d_nb.preprocess import Preprocess
 from ssl3d_nb.data import load_scans
-from ssl3d_nb.models import load_encoder
 from ssl3d_nb.experiments import fixed_split, pretrain_encoder
 from ssl3d_nb.knn import descriptor, dense_descriptors, few_shot_dice, VOTES
 

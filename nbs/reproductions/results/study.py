@@ -60,10 +60,16 @@ def runs(methods, scans, split, budgets, seeds, csv, clock, **kw):
             if clock.out(): return print('time is up; run again to go on', flush=True)
             data_efficiency(methods, scans, split, budgets=(b,), seeds=(seed,), csv=csv, precision='bf16' if gpu else 'fp32', **COMMON, **kw)
 
+def validation_scores(csv, budget:int=None)->tuple:
+    "(mean over seeds, number of seeds) of each method's best validation Dice, from the history beside `csv` (never the test column)."
+    h = pd.read_csv(history_path(csv))
+    if budget is not None: h = h[h['budget'] == budget]
+    best = h.groupby(['method', 'seed'])['mean_dice'].max()
+    return best.groupby('method').mean(), best.groupby('method').size()
+
 def best_protocol(csv)->dict:
     "Each method's schedule with the best validation Dice, averaged over seeds (never the test column)."
-    h = pd.read_csv(history_path(csv))
-    v = h.groupby(['method', 'seed'])['mean_dice'].max().groupby('method').mean()
+    v = validation_scores(csv)[0]
     df = pd.DataFrame({'method': [m.split(' · ')[0] for m in v.index], 'protocol': [m.split(' · ')[1] for m in v.index], 'valid': v.values})
     return df.loc[df.groupby('method')['valid'].idxmax()].set_index('method')['protocol'].to_dict()
 
@@ -71,11 +77,8 @@ def scratch_config(budget:int=1, csv=None, min_seeds:int=3)->tuple:
     """(name, settings) of the scratch schedule with the best validation Dice in scratch_baseline.csv at `budget`, averaged over
     seeds; only schedules run with at least `min_seeds` seeds compete (one lucky seed does not choose)."""
     from scratch_baseline import CONFIGS, CSV
-    h = pd.read_csv(history_path(csv or CSV))
-    h = h[h['budget'] == budget]
-    best = h.groupby(['method', 'seed'])['mean_dice'].max()
-    n = best.groupby('method').size()
-    v = best.groupby('method').mean()[n >= min_seeds]
+    v, n = validation_scores(csv or CSV, budget)
+    v = v[n >= min_seeds]
     name = v.idxmax().split(' · ')[1]
     return name, CONFIGS[name]
 
@@ -88,16 +91,16 @@ def reuse_scratch(name:str, csv:Path, src:Path=None):
     """Copy the scratch runs of schedule `name` from scratch_baseline.csv (and their histories) into `csv` as 'scratch': the same
     `data_efficiency` call with the same split, seeds and settings, so running them again would only repeat them."""
     from scratch_baseline import CSV
-    CSV = Path(src or CSV)
-    src, done = pd.read_csv(CSV), pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=['method', 'budget', 'seed'])
+    src = Path(src or CSV)
+    runs, done = pd.read_csv(src), pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=['method', 'budget', 'seed'])
     have = set(zip(done.loc[done.method == 'scratch', 'budget'], done.loc[done.method == 'scratch', 'seed']))
-    pick = src[(src.method == f'scratch · {name}') & ~pd.Series(list(zip(src.budget, src.seed)), index=src.index).isin(have)]
+    pick = runs[(runs.method == f'scratch · {name}') & ~pd.Series(list(zip(runs.budget, runs.seed)), index=runs.index).isin(have)]
     if not len(pick): return
-    h = pd.read_csv(history_path(CSV))
+    h = pd.read_csv(history_path(src))
     h = h[(h.method == f'scratch · {name}')].merge(pick[['budget', 'seed']], on=['budget', 'seed'])
     _append_csv(csv, pick.assign(method='scratch'))
     _append_csv(history_path(csv), h.assign(method='scratch'))
-    print(f"scratch: {len(pick)} runs of {name} taken from {CSV.name}", flush=True)
+    print(f"scratch: {len(pick)} runs of {name} taken from {src.name}", flush=True)
 
 def main(a):
     clock = Clock(a.minutes)
