@@ -21,7 +21,17 @@ def test_the_protocol_is_chosen_on_validation(tmp_path):
     hist = [{'method': f'rpl · {p}', 'budget': 1, 'seed': s, 'epoch': e, 'mean_dice': v}
             for p, vals in (('fast', (0.6, 0.8)), ('slow', (0.7, 0.75))) for s in (0, 1) for e, v in enumerate(vals)]
     pd.DataFrame(hist).to_csv(tmp_path/'protocols_history.csv', index=False)
-    assert study.best_protocol(csv) == {'rpl': 'fast'}
+    assert study.best_protocol(csv, ('fast', 'slow'), min_seeds=2) == {'rpl': 'fast'}
+    assert study.best_protocol(csv, ('fast', 'slow'), min_seeds=3) == {}              # too few seeds: nothing is chosen yet
+    assert study.best_protocol(csv, ('fast', 'slow', 'other'), min_seeds=2) == {}     # a candidate has not run: nothing is chosen yet
+
+
+def test_a_fractional_warm_up_is_a_share_of_the_epochs():
+    study = _load('study')
+    kw = study.schedule('paper: frozen 25 %, then lr 1e-4', 1600)
+    assert kw['mode'] == 'warmup' and kw['warmup'] == 16                             # 64 epochs of 25 steps, a quarter frozen
+    assert study.schedule('paper: frozen 25 %, then lr 1e-4', 40)['warmup'] == 1     # never none
+    assert study.schedule('warm-up 2 epochs, encoder lr/10', 1600)['warmup'] == 2 and study.PROTOCOLS['paper: frozen 25 %, then lr 1e-4']['warmup'] == 0.25
 
 
 def test_every_scratch_config_is_a_finetune_run_setting():
@@ -65,6 +75,18 @@ def test_the_scratch_schedule_is_chosen_on_validation_over_enough_seeds(tmp_path
     assert study.scratch_config(csv=csv, min_seeds=1)[0] == 'light-3200'
 
 
+def test_protocol_runs_are_reused_only_where_the_protocol_stage_runs(tmp_path):
+    study = _load('study')
+    src, csv = tmp_path/'efficiency.csv', tmp_path/'protocols.csv'
+    m = 'rpl · whole network, lr 3e-3'
+    pd.DataFrame([{'method': k, 'budget': b, 'seed': s, 'mean_dice': 0.5} for k in (m, 'scratch') for b in (1, 2) for s in range(5)]).to_csv(src, index=False)
+    pd.DataFrame([{'method': k, 'budget': b, 'seed': s, 'epoch': 0, 'mean_dice': 0.4} for k in (m, 'scratch') for b in (1, 2) for s in range(5)]).to_csv(tmp_path/'efficiency_history.csv', index=False)
+    study.reuse(csv, src, {m: m}, budgets=(1,), seeds=(0, 1, 2))
+    got, h = pd.read_csv(csv), pd.read_csv(tmp_path/'protocols_history.csv')
+    assert set(got.method) == {m} and got.budget.tolist() == [1, 1, 1] and got.seed.tolist() == [0, 1, 2]
+    assert h[['method', 'budget', 'seed']].values.tolist() == got[['method', 'budget', 'seed']].values.tolist()
+
+
 def test_scratch_runs_are_reused_once_with_their_histories(tmp_path):
     study = _load('study')
     src, csv = tmp_path/'scratch_baseline.csv', tmp_path/'efficiency-light-1600.csv'
@@ -78,3 +100,26 @@ def test_scratch_runs_are_reused_once_with_their_histories(tmp_path):
     assert got[['method', 'seed']].values.tolist() == [['scratch', 0], ['scratch', 1]] and got.mean_dice.tolist() == [0.5, 0.6]
     h = pd.read_csv(tmp_path/'efficiency-light-1600_history.csv')
     assert set(h.method) == {'scratch'} and h.seed.tolist() == [1, 1, 1]
+
+
+def test_frozen_encoders_meet_an_untrained_twin(tmp_path):
+    import shutil
+    from ssl3d_nb.models import ResUNetEncoder, save_encoder, load_encoder
+    study = _load('study')
+    for t in ('rpl', 'mim', 'random-ResUNetEncoder'): shutil.copy(RESULTS/'encoders'/f'{t}.pth', tmp_path)
+    m = study.frozen_methods({t: tmp_path/f'{t}.pth' for t in ('rpl', 'mim')})
+    assert list(m) == ['rpl', 'random ResUNetEncoder', 'mim']          # one random encoder for the architecture both share
+    assert load_encoder(m['random ResUNetEncoder'])[0].config == load_encoder(m['rpl'])[0].config
+    other = tmp_path/'other'; other.mkdir(); shutil.copy(tmp_path/'rpl.pth', other)
+    save_encoder(ResUNetEncoder(1, width_mult=0.5), other/'random-ResUNetEncoder.pth', task='random')   # a wider network
+    try: study.frozen_methods({'rpl': other/'rpl.pth'}); raise AssertionError('a mismatched random encoder was accepted')
+    except ValueError as e: assert 'random-ResUNetEncoder.pth' in str(e)
+
+
+def test_zhuang_scratch_is_the_pretrained_vgg_untrained():
+    from ssl3d_nb.models import VGG3d
+    from ssl3d_nb.finetune import transfer_encoder
+    zs = _load('zhuang_study')
+    spec = zs.methods({})['scratch']
+    fresh = transfer_encoder(None, arch=spec['arch'])[0]
+    assert fresh.config == VGG3d(1, width_mult=zs.WIDTH).config

@@ -7,11 +7,13 @@ it stopped, on any machine. `--minutes M` starts no new run after M minutes (for
 stages
   pretrain    each task's encoder on the 90 non-test subjects (labels stripped), at its CPU preset for --steps steps
               -> encoders/TASK.pth, and encoders/random-ARCH.pth: an untrained encoder of each architecture
-  protocols   every method × candidate schedule, one labelled subject, seeds 0-2, scored on the validation subjects
-              -> protocols-BUDGET.csv; the schedule with the best mean validation Dice (over seeds) is each method's protocol
+  protocols   every method × candidate schedule (--protocols 'A;B'; default the anchors' and the paper's), one labelled subject,
+              seeds 0-2, scored on the validation subjects -> protocols-BUDGET.csv (runs the efficiency stage already made are
+              copied); the schedule with the best mean validation Dice (over seeds) is each method's protocol
   efficiency  every method with its protocol, and scratch with its own schedule, at --budgets labelled subjects (default
               1, 2, 5) and seeds 0 … --seeds − 1 -> efficiency-BUDGET.csv
-  frozen      each encoder frozen, only the U-Net decoder trained, against a random encoder of its architecture, two labelled
+  frozen      each encoder frozen (group norm included: fastai's freeze leaves only batch norm trainable), only the U-Net
+              decoder trained, against an untrained encoder of the same configuration (one per architecture), two labelled
               subjects -> frozen-BUDGET.csv
 
 Every method gets the same fine-tuning budget: the steps and augmentation of the scratch schedule with the best validation
@@ -30,14 +32,25 @@ from ssl3d_nb.experiments import fixed_split, pretrain_encoder, data_efficiency,
 HERE = Path(__file__).resolve().parent
 OUT = Path(os.environ.get('SSL3D_STUDY_DIR', HERE))      # where results go (a test points it elsewhere)
 TASKS = ('rpl', 'jigsaw', 'rotation', 'cpc', 'exemplar', 'rubik', 'rubik-order', 'mim')
-# candidate fine-tuning schedules (all at the same budget of steps): the library's default, the paper's (Taleb et al.'s
-# appendix: encoder frozen for a warm-up, low rate), and the anchors' (the whole network from the first step, one-cycle warm-up)
+# candidate fine-tuning schedules, all at the same budget of steps: the anchors' (the whole network from the first step, with
+# fit_one_cycle's learning-rate warm-up) and the paper's shape (Taleb et al.'s appendix: the encoder frozen for a warm-up, then a
+# low rate; their 25 warm-up epochs and rate 1e-5 belong to far longer runs, so here a quarter of the steps and 1e-4); then two
+# more that `--protocols` can add: the library's default and the whole network at a lower rate. A `warmup` below 1 is a share of
+# the epochs.
 PROTOCOLS = {
-    'warm-up 2 epochs, encoder lr/10': dict(mode='warmup', warmup=2, lr_mult=10, lr=3e-3),
-    'paper: warm-up 25 %, lr 1e-4':    dict(mode='warmup', warmup=4, lr_mult=1, lr=1e-4),
-    'whole network, lr 3e-3':          dict(mode='unfrozen', lr=3e-3),
-    'whole network, lr 1e-3':          dict(mode='unfrozen', lr=1e-3),
+    'whole network, lr 3e-3':               dict(mode='unfrozen', lr=3e-3),
+    'paper: frozen 25 %, then lr 1e-4':     dict(mode='warmup', warmup=0.25, lr_mult=1, lr=1e-4),
+    'warm-up 2 epochs, encoder lr/10':      dict(mode='warmup', warmup=2, lr_mult=10, lr=3e-3),
+    'whole network, lr 1e-3':               dict(mode='unfrozen', lr=1e-3),
 }
+CANDIDATES = tuple(PROTOCOLS)[:2]
+PROTOCOL_BUDGETS, PROTOCOL_SEEDS = (1,), (0, 1, 2)          # the protocol is chosen on these runs' validation Dice
+
+def schedule(protocol:str, steps:int, steps_per_epoch:int=25)->dict:
+    "`finetune_run` settings of `protocol` at a budget of `steps`: a fractional warm-up becomes whole epochs (at least one)."
+    kw = dict(PROTOCOLS[protocol])
+    if 0 < kw.get('warmup', 1) < 1: kw['warmup'] = max(1, round(kw['warmup'] * steps / steps_per_epoch))
+    return kw
 COMMON = dict(n_classes=3, class_names=['anterior', 'posterior'], verbose=True)
 
 def setup():
@@ -67,10 +80,13 @@ def validation_scores(csv, budget:int=None)->tuple:
     best = h.groupby(['method', 'seed'])['mean_dice'].max()
     return best.groupby('method').mean(), best.groupby('method').size()
 
-def best_protocol(csv)->dict:
-    "Each method's schedule with the best validation Dice, averaged over seeds (never the test column)."
-    v = validation_scores(csv)[0]
-    df = pd.DataFrame({'method': [m.split(' · ')[0] for m in v.index], 'protocol': [m.split(' · ')[1] for m in v.index], 'valid': v.values})
+def best_protocol(csv, candidates=CANDIDATES, min_seeds:int=len(PROTOCOL_SEEDS))->dict:
+    """Each method's schedule with the best validation Dice, averaged over seeds (never the test column); a method is given one
+    only when every candidate has run on at least `min_seeds` seeds."""
+    v, n = validation_scores(csv)
+    df = pd.DataFrame({'method': [m.split(' · ')[0] for m in v.index], 'protocol': [m.split(' · ')[1] for m in v.index], 'valid': v.values, 'n': n.values})
+    df = df[df.protocol.isin(candidates) & (df.n >= min_seeds)]
+    df = df[df.groupby('method')['protocol'].transform('size') == len(candidates)]
     return df.loc[df.groupby('method')['valid'].idxmax()].set_index('method')['protocol'].to_dict()
 
 def scratch_config(budget:int=1, csv=None, min_seeds:int=3)->tuple:
@@ -87,20 +103,38 @@ def budget()->tuple:
     name, c = scratch_config()
     return name, {'steps': c['steps'], 'augment': c['augment']}
 
-def reuse_scratch(name:str, csv:Path, src:Path=None):
-    """Copy the scratch runs of schedule `name` from scratch_baseline.csv (and their histories) into `csv` as 'scratch': the same
-    `data_efficiency` call with the same split, seeds and settings, so running them again would only repeat them."""
-    from scratch_baseline import CSV
-    src = Path(src or CSV)
+def reuse(csv:Path, src:Path, rename:dict, budgets=None, seeds=None):
+    """Copy the runs of `src` whose method is a key of `rename` (and whose budget and seed are among `budgets`, `seeds` where given)
+    into `csv` under its new name, with their histories; a run (method, budget, seed) already in `csv` is not copied again. For runs made by the same `data_efficiency` call with the same split,
+    seeds and settings, which running again would only repeat."""
+    src = Path(src)
     runs, done = pd.read_csv(src), pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=['method', 'budget', 'seed'])
-    have = set(zip(done.loc[done.method == 'scratch', 'budget'], done.loc[done.method == 'scratch', 'seed']))
-    pick = runs[(runs.method == f'scratch · {name}') & ~pd.Series(list(zip(runs.budget, runs.seed)), index=runs.index).isin(have)]
+    have = set(zip(done['method'], done['budget'], done['seed']))
+    pick = runs[runs.method.isin(list(rename)) & runs.budget.isin(budgets or runs.budget) & runs.seed.isin(seeds or runs.seed)]
+    pick = pick.assign(method=pick.method.map(rename))
+    pick = pick[[k not in have for k in zip(pick.method, pick.budget, pick.seed)]]
     if not len(pick): return
-    h = pd.read_csv(history_path(src))
-    h = h[(h.method == f'scratch · {name}')].merge(pick[['budget', 'seed']], on=['budget', 'seed'])
-    _append_csv(csv, pick.assign(method='scratch'))
-    _append_csv(history_path(csv), h.assign(method='scratch'))
-    print(f"scratch: {len(pick)} runs of {name} taken from {src.name}", flush=True)
+    h = pd.read_csv(history_path(src)).assign(method=lambda d: d.method.map(rename)).dropna(subset=['method'])
+    _append_csv(csv, pick)
+    _append_csv(history_path(csv), h.merge(pick[['method', 'budget', 'seed']], on=['method', 'budget', 'seed']))
+    print(f"{len(pick)} runs taken from {src.name}: " + ', '.join(sorted(set(pick.method))), flush=True)
+
+def reuse_scratch(name:str, csv:Path, src:Path=None):
+    "Copy the scratch runs of schedule `name` from scratch_baseline.csv (and their histories) into `csv` as 'scratch'."
+    from scratch_baseline import CSV
+    reuse(csv, src or CSV, {f'scratch · {name}': 'scratch'})
+
+def frozen_methods(encs:dict)->dict:
+    """Each encoder of `encs` (task → file) and, once per architecture, the untrained encoder beside it (`random-ARCH.pth`,
+    written by the pretrain stage), which must have the same configuration: the baseline a frozen encoder has to beat."""
+    out = {}
+    for t, p in encs.items():
+        cfg = load_encoder(p)[0].config
+        rnd = Path(p).parent/f"random-{cfg['arch']}.pth"
+        if not rnd.exists(): raise FileNotFoundError(f"{rnd}: no untrained {cfg['arch']} to compare {t} with (the pretrain stage writes it)")
+        if load_encoder(rnd)[0].config != cfg: raise ValueError(f"{rnd}: its configuration differs from {p}'s; a frozen comparison needs the same network")
+        out[t], out[f"random {cfg['arch']}"] = str(p), str(rnd)
+    return out
 
 def main(a):
     clock = Clock(a.minutes)
@@ -121,9 +155,12 @@ def main(a):
         return
     name, base = budget()
     if a.stage == 'protocols':
-        for pname, kw in PROTOCOLS.items():
+        csv, cands = OUT/f'protocols-{name}.csv', a.protocols.split(';') if a.protocols else CANDIDATES
+        eff = OUT/f'efficiency-{name}.csv'                     # the same runs, made by the efficiency stage, are not repeated
+        if eff.exists(): reuse(csv, eff, {f'{t} · {p}': f'{t} · {p}' for t in tasks for p in cands}, budgets=PROTOCOL_BUDGETS, seeds=PROTOCOL_SEEDS)
+        for pname in cands:
             methods = {f'{t} · {pname}': str(p) for t, p in encoders(tasks).items()}
-            runs(methods, scans, split, (1,), (0, 1, 2), OUT/f'protocols-{name}.csv', clock, **base, **kw)
+            runs(methods, scans, split, PROTOCOL_BUDGETS, PROTOCOL_SEEDS, csv, clock, **base, **schedule(pname, base['steps']))
     elif a.stage == 'efficiency':
         chosen = best_protocol(OUT/f'protocols-{name}.csv') if (OUT/f'protocols-{name}.csv').exists() else {}
         csv = OUT/f'efficiency-{name}.csv'
@@ -131,14 +168,11 @@ def main(a):
         methods = {'scratch': {'encoder': None, **scratch_config()[1]}}        # scratch trains with its own schedule
         for t, p in encoders(tasks).items():
             proto = chosen.get(t, a.protocol)
-            if proto: methods[f'{t} · {proto}'] = {'encoder': str(p), **base, **PROTOCOLS[proto]}
+            if proto: methods[f'{t} · {proto}'] = {'encoder': str(p), **base, **schedule(proto, base['steps'])}
             else: print(f"{t}: no protocol chosen yet (run the protocols stage, or give --protocol)", flush=True)
         runs(methods, scans, split, a.budgets, range(a.seeds), csv, clock)   # all methods of a seed and budget together
     elif a.stage == 'frozen':
-        for t, p in encoders(tasks).items():
-            rnd = OUT/'encoders'/f"random-{load_encoder(p)[0].config['arch']}.pth"
-            runs({t: str(p), f'random ({t} architecture)': str(rnd)}, scans, split, (2,), range(a.seeds), OUT/f'frozen-{name}.csv', clock,
-                 **base, mode='frozen', lr=3e-3)
+        runs(frozen_methods(encoders(tasks)), scans, split, (2,), range(a.seeds), OUT/f'frozen-{name}.csv', clock, **base, mode='frozen', lr=3e-3)
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,6 +181,7 @@ if __name__ == '__main__':
     ap.add_argument('--steps', type=int, default=3000, help='pretraining steps (pretrain)')
     ap.add_argument('--budgets', default='1,2,5', help='labelled subjects (efficiency)')
     ap.add_argument('--protocol', default=None, choices=list(PROTOCOLS), help="a task's schedule where the protocols stage has not chosen one")
+    ap.add_argument('--protocols', default=None, help='candidates separated by ";" (protocols; default: ' + ' and '.join(map(repr, CANDIDATES)).replace('%', '%%') + ')')
     ap.add_argument('--seeds', type=int, default=5, help='seeds 0 … N-1 (efficiency, frozen)')
     ap.add_argument('--tasks', default=None, help='comma-separated tasks (default: all)')
     a = ap.parse_args()
