@@ -24,6 +24,16 @@ def test_the_protocol_is_chosen_on_validation(tmp_path):
     assert study.best_protocol(csv, ('fast', 'slow'), min_seeds=2) == {'rpl': 'fast'}
     assert study.best_protocol(csv, ('fast', 'slow'), min_seeds=3) == {}              # too few seeds: nothing is chosen yet
     assert study.best_protocol(csv, ('fast', 'slow', 'other'), min_seeds=2) == {}     # a candidate has not run: nothing is chosen yet
+    assert study.best_protocol(csv, {'rpl': ('fast', 'slow'), 'mim': ('fast', 'slow', 'other')}, min_seeds=2) == {'rpl': 'fast'}
+    assert study.best_protocol(csv, {'rpl': ('slow',)}, min_seeds=2) == {'rpl': 'slow'}   # only the candidates that apply compete
+
+
+def test_the_pretrained_decoder_protocol_applies_only_where_there_is_one():
+    study = _load('study')
+    p = 'whole network, pretrained decoder, lr 3e-3'
+    assert p in study.CANDIDATES
+    assert study.applicable(p, RESULTS/'encoders'/'mim.pth') and not study.applicable(p, RESULTS/'encoders'/'rpl.pth')
+    assert study.applicable('whole network, lr 3e-3', RESULTS/'encoders'/'rpl.pth')
 
 
 def test_a_fractional_warm_up_is_a_share_of_the_epochs():

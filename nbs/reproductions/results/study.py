@@ -7,7 +7,8 @@ it stopped, on any machine. `--minutes M` starts no new run after M minutes (for
 stages
   pretrain    each task's encoder on the 90 non-test subjects (labels stripped), at its CPU preset for --steps steps
               -> encoders/TASK.pth, and encoders/random-ARCH.pth: an untrained encoder of each architecture
-  protocols   every method × candidate schedule (--protocols 'A;B'; default the anchors' and the paper's), one labelled subject,
+  protocols   every method × candidate schedule (--protocols 'A;B'; default the anchors', the paper's and, for an encoder saved
+              with its decoder, the whole pretrained U-Net), one labelled subject,
               seeds 0-2, scored on the validation subjects -> protocols-BUDGET.csv (runs the efficiency stage already made are
               copied); the schedule with the best mean validation Dice (over seeds) is each method's protocol
   efficiency  every method with its protocol, and scratch with its own schedule, at --budgets labelled subjects (default
@@ -34,17 +35,23 @@ OUT = Path(os.environ.get('SSL3D_STUDY_DIR', HERE))      # where results go (a t
 TASKS = ('rpl', 'jigsaw', 'rotation', 'cpc', 'exemplar', 'rubik', 'rubik-order', 'mim')
 # candidate fine-tuning schedules, all at the same budget of steps: the anchors' (the whole network from the first step, with
 # fit_one_cycle's learning-rate warm-up) and the paper's shape (Taleb et al.'s appendix: the encoder frozen for a warm-up, then a
-# low rate; their 25 warm-up epochs and rate 1e-5 belong to far longer runs, so here a quarter of the steps and 1e-4); then two
-# more that `--protocols` can add: the library's default and the whole network at a lower rate. A `warmup` below 1 is a share of
-# the epochs.
+# low rate; their 25 warm-up epochs and rate 1e-5 belong to far longer runs, so here a quarter of the steps and 1e-4); for an
+# encoder saved with its U-Net decoder (masked image modelling), the anchors' way of fine-tuning the whole pretrained network,
+# decoder included; then two more that `--protocols` can add: the library's default and the whole network at a lower rate. A
+# `warmup` below 1 is a share of the epochs.
 PROTOCOLS = {
     'whole network, lr 3e-3':               dict(mode='unfrozen', lr=3e-3),
     'paper: frozen 25 %, then lr 1e-4':     dict(mode='warmup', warmup=0.25, lr_mult=1, lr=1e-4),
+    'whole network, pretrained decoder, lr 3e-3': dict(mode='unfrozen', lr=3e-3, decoder_weights='from-encoder'),
     'warm-up 2 epochs, encoder lr/10':      dict(mode='warmup', warmup=2, lr_mult=10, lr=3e-3),
     'whole network, lr 1e-3':               dict(mode='unfrozen', lr=1e-3),
 }
-CANDIDATES = tuple(PROTOCOLS)[:2]
+CANDIDATES = tuple(PROTOCOLS)[:3]
 PROTOCOL_BUDGETS, PROTOCOL_SEEDS = (1,), (0, 1, 2)          # the protocol is chosen on these runs' validation Dice
+
+def applicable(protocol:str, encoder)->bool:
+    "Whether `protocol` can fine-tune the encoder file `encoder`: one that loads the pretrained decoder needs a file saved with one."
+    return PROTOCOLS[protocol].get('decoder_weights') != 'from-encoder' or bool(load_encoder(encoder)[1].get('with_decoder'))
 
 def schedule(protocol:str, steps:int, steps_per_epoch:int=25)->dict:
     "`finetune_run` settings of `protocol` at a budget of `steps`: a fractional warm-up becomes whole epochs (at least one)."
@@ -82,11 +89,12 @@ def validation_scores(csv, budget:int=None)->tuple:
 
 def best_protocol(csv, candidates=CANDIDATES, min_seeds:int=len(PROTOCOL_SEEDS))->dict:
     """Each method's schedule with the best validation Dice, averaged over seeds (never the test column); a method is given one
-    only when every candidate has run on at least `min_seeds` seeds."""
+    only when every candidate (a tuple for all methods, or method → tuple) has run on at least `min_seeds` seeds."""
+    need = (lambda m: candidates.get(m, ())) if isinstance(candidates, dict) else (lambda m: tuple(candidates))
     v, n = validation_scores(csv)
     df = pd.DataFrame({'method': [m.split(' · ')[0] for m in v.index], 'protocol': [m.split(' · ')[1] for m in v.index], 'valid': v.values, 'n': n.values})
-    df = df[df.protocol.isin(candidates) & (df.n >= min_seeds)]
-    df = df[df.groupby('method')['protocol'].transform('size') == len(candidates)]
+    df = df[(df.n >= min_seeds) & pd.Series([p in need(m) for m, p in zip(df.method, df.protocol)], index=df.index, dtype=bool)]
+    df = df[df.groupby('method')['protocol'].transform('size') == df.method.map(lambda m: len(need(m)))]
     return df.loc[df.groupby('method')['valid'].idxmax()].set_index('method')['protocol'].to_dict()
 
 def scratch_config(budget:int=1, csv=None, min_seeds:int=3)->tuple:
@@ -159,10 +167,11 @@ def main(a):
         eff = OUT/f'efficiency-{name}.csv'                     # the same runs, made by the efficiency stage, are not repeated
         if eff.exists(): reuse(csv, eff, {f'{t} · {p}': f'{t} · {p}' for t in tasks for p in cands}, budgets=PROTOCOL_BUDGETS, seeds=PROTOCOL_SEEDS)
         for pname in cands:
-            methods = {f'{t} · {pname}': str(p) for t, p in encoders(tasks).items()}
+            methods = {f'{t} · {pname}': str(p) for t, p in encoders(tasks).items() if applicable(pname, p)}
             runs(methods, scans, split, PROTOCOL_BUDGETS, PROTOCOL_SEEDS, csv, clock, **base, **schedule(pname, base['steps']))
     elif a.stage == 'efficiency':
-        chosen = best_protocol(OUT/f'protocols-{name}.csv') if (OUT/f'protocols-{name}.csv').exists() else {}
+        pcsv = OUT/f'protocols-{name}.csv'
+        chosen = best_protocol(pcsv, {t: tuple(c for c in CANDIDATES if applicable(c, p)) for t, p in encoders(tasks).items()}) if pcsv.exists() else {}
         csv = OUT/f'efficiency-{name}.csv'
         reuse_scratch(name, csv)
         methods = {'scratch': {'encoder': None, **scratch_config()[1]}}        # scratch trains with its own schedule
