@@ -21,7 +21,7 @@ from .finetune import seg_dls, finetune_learner, pretrained_decoder, fit_finetun
 
 # %% auto #0
 __all__ = ['fixed_split', 'pretrain_setup', 'pretrain_fit', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency',
-           'structure_patches', 'classify_run', 'mean_interval', 'detectable_gain', 'summary_table',
+           'with_validation', 'structure_patches', 'classify_run', 'mean_interval', 'detectable_gain', 'summary_table',
            'plot_data_efficiency', 'plot_convergence', 'paired_gain', 'plot_gain']
 
 # %% ../nbs/24_experiments.ipynb #d73cca32
@@ -217,6 +217,13 @@ def data_efficiency(
     out = out.astype({'budget': int, 'seed': int})
     asked = out['method'].isin(list(methods)) & out['budget'].isin(budgets) & out['seed'].isin(seeds)
     return out[asked].reset_index(drop=True)        # the file may hold other runs: return only the ones asked for
+
+# %% ../nbs/24_experiments.ipynb #026faaa8
+def with_validation(csv)->'pd.DataFrame':
+    "The runs in `data_efficiency`'s results file `csv`, each with `valid`: its best validation Dice, from the history beside the file."
+    import pandas as pd
+    best = pd.read_csv(history_path(csv)).groupby(['method', 'budget', 'seed'])['mean_dice'].max().rename('valid')
+    return pd.read_csv(csv).join(best, on=['method', 'budget', 'seed'])
 
 # %% ../nbs/24_experiments.ipynb #324aa6f1
 def structure_patches(

@@ -80,6 +80,7 @@ def test_the_scratch_schedule_is_chosen_on_validation_over_enough_seeds(tmp_path
     rows = [('light-400', s, v) for s, v in ((0, 0.70), (1, 0.72), (2, 0.71))] + [('light-1600', s, v) for s, v in ((0, 0.75), (1, 0.74), (2, 0.76))] \
          + [('light-3200', 0, 0.90)]
     pd.DataFrame([{'method': f'scratch · {m}', 'budget': 1, 'seed': s, 'epoch': 0, 'mean_dice': v} for m, s, v in rows]).to_csv(tmp_path/'scratch_baseline_history.csv', index=False)
+    pd.DataFrame([{'method': f'scratch · {m}', 'budget': 1, 'seed': s, 'mean_dice': 1 - v} for m, s, v in rows]).to_csv(csv, index=False)   # test column: reversed
     name, cfg = study.scratch_config(csv=csv)
     assert name == 'light-1600' and cfg['steps'] == 1600 and cfg['augment'] == 'light'
     assert study.scratch_config(csv=csv, min_seeds=1)[0] == 'light-3200'

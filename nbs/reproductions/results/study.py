@@ -28,7 +28,7 @@ from ssl3d_nb.external import get_dataset
 from ssl3d_nb.preprocess import Preprocess
 from ssl3d_nb.data import load_scans, unlabeled
 from ssl3d_nb.models import load_encoder, build_encoder, save_encoder
-from ssl3d_nb.experiments import fixed_split, pretrain_encoder, data_efficiency, history_path, _append_csv
+from ssl3d_nb.experiments import fixed_split, pretrain_encoder, data_efficiency, history_path, with_validation, _append_csv
 
 HERE = Path(__file__).resolve().parent
 OUT = Path(os.environ.get('SSL3D_STUDY_DIR', HERE))      # where results go (a test points it elsewhere)
@@ -81,11 +81,10 @@ def runs(methods, scans, split, budgets, seeds, csv, clock, **kw):
             data_efficiency(methods, scans, split, budgets=(b,), seeds=(seed,), csv=csv, precision='bf16' if gpu else 'fp32', **COMMON, **kw)
 
 def validation_scores(csv, budget:int=None)->tuple:
-    "(mean over seeds, number of seeds) of each method's best validation Dice, from the history beside `csv` (never the test column)."
-    h = pd.read_csv(history_path(csv))
-    if budget is not None: h = h[h['budget'] == budget]
-    best = h.groupby(['method', 'seed'])['mean_dice'].max()
-    return best.groupby('method').mean(), best.groupby('method').size()
+    "(mean over seeds, number of seeds) of each method's best validation Dice (`with_validation`; never the test column)."
+    v = with_validation(csv)
+    if budget is not None: v = v[v['budget'] == budget]
+    return v.groupby('method')['valid'].mean(), v.groupby('method').size()
 
 def best_protocol(csv, candidates=CANDIDATES, min_seeds:int=len(PROTOCOL_SEEDS))->dict:
     """Each method's schedule with the best validation Dice, averaged over seeds (never the test column); a method is given one
