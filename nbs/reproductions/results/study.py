@@ -58,6 +58,7 @@ def schedule(protocol:str, steps:int, steps_per_epoch:int=25)->dict:
     kw = dict(PROTOCOLS[protocol])
     if 0 < kw.get('warmup', 1) < 1: kw['warmup'] = max(1, round(kw['warmup'] * steps / steps_per_epoch))
     return kw
+PRECISION = 'bf16' if torch.cuda.is_available() else 'fp32'   # bf16 autocast on a GPU
 COMMON = dict(n_classes=3, class_names=['anterior', 'posterior'], verbose=True)
 
 def setup():
@@ -74,11 +75,10 @@ class Clock:
 
 def runs(methods, scans, split, budgets, seeds, csv, clock, **kw):
     "data_efficiency one (seed, budget) at a time, so that a time limit stops between runs."
-    gpu = torch.cuda.is_available()
     for seed in seeds:
         for b in budgets:
             if clock.out(): return print('time is up; run again to go on', flush=True)
-            data_efficiency(methods, scans, split, budgets=(b,), seeds=(seed,), csv=csv, precision='bf16' if gpu else 'fp32', **COMMON, **kw)
+            data_efficiency(methods, scans, split, budgets=(b,), seeds=(seed,), csv=csv, precision=PRECISION, **COMMON, **kw)
 
 def validation_scores(csv, budget:int=None)->tuple:
     "(mean over seeds, number of seeds) of each method's best validation Dice (`with_validation`; never the test column)."
@@ -112,8 +112,8 @@ def budget()->tuple:
 
 def reuse(csv:Path, src:Path, rename:dict, budgets=None, seeds=None):
     """Copy the runs of `src` whose method is a key of `rename` (and whose budget and seed are among `budgets`, `seeds` where given)
-    into `csv` under its new name, with their histories; a run (method, budget, seed) already in `csv` is not copied again. For runs made by the same `data_efficiency` call with the same split,
-    seeds and settings, which running again would only repeat."""
+    into `csv` under its new name, with their histories; a run (method, budget, seed) already in `csv` is not copied again.
+    For runs made by the same `data_efficiency` call with the same split, seeds and settings, which running again would repeat."""
     src = Path(src)
     runs, done = pd.read_csv(src), pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=['method', 'budget', 'seed'])
     have = set(zip(done['method'], done['budget'], done['seed']))
@@ -152,7 +152,7 @@ def main(a):
         for t in tasks:
             if clock.out(): break
             p = pretrain_encoder(t, pool, OUT/'encoders'/f'{t}.pth', steps=a.steps, checkpoint=OUT/'encoders'/f'{t}.ckpt', resume=True,
-                                 precision='bf16' if torch.cuda.is_available() else 'fp32')
+                                 precision=PRECISION)
             (OUT/'encoders'/f'{t}.ckpt').unlink(missing_ok=True)          # the encoder is written: its run checkpoint is spent
             net, meta = load_encoder(p)
             arch = net.config['arch']

@@ -11,7 +11,6 @@ rows to zhuang/DECODER-BUDGET.csv (a run already there is skipped); `--minutes M
 """
 import argparse, sys
 from pathlib import Path
-import torch
 from ssl3d_nb.models import VGG3d
 from ssl3d_nb.data import unlabeled
 from ssl3d_nb.experiments import pretrain_encoder
@@ -35,7 +34,7 @@ def pretrain(pool, steps:int, clock)->dict:
         path, ck = OUT/'encoders'/f'{task}-vgg.pth', OUT/'encoders'/f'{task}-vgg.ckpt'
         if not path.exists() and clock.out(): break
         out[name] = pretrain_encoder(task, unlabeled(pool), path, steps=steps, encoder=VGG3d(1, width_mult=WIDTH), checkpoint=ck, resume=True,
-                                     precision='bf16' if torch.cuda.is_available() else 'fp32')
+                                     precision=study.PRECISION)
         ck.unlink(missing_ok=True)
         print(f"{task}: encoder ready", flush=True)
     return out
