@@ -8,7 +8,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 STAMP  := $(VENV)/.ssl3d-installed
 
-.PHONY: demo test setup
+.PHONY: demo test test-gpu setup
 
 setup: $(STAMP)
 
@@ -24,3 +24,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest tests/ -ra --durations=15
+
+# On a machine with a GPU: the tests marked `cuda` and the notebooks' `#| cuda` cells (skipped everywhere else).
+test-gpu: $(STAMP)
+	$(VENV)/bin/python -m pytest tests/ -m cuda -ra
+	$(VENV)/bin/python -m pytest tests/test_notebooks.py -ra

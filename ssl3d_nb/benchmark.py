@@ -236,29 +236,44 @@ def plot_benchmark(df, ax=None):
 def benchmark_training(
     x,                       # batch of scans `(B, 1, S, S, S)`, S at least the largest preset crop
     tasks,                   # task names
-    preset:str='cpu',
+    preset:str='cpu',        # a task preset, or a card preset such as 'paper-24g' (`memory.card_preset`)
     steps:int=3,             # timed steps (after one warm-up)
     device=None,
-):
-    "Seconds per optimisation step and steps/s of each task at a preset."
+    precision:str='fp32',    # 'bf16' or 'fp16': autocast (GPU)
+)->'pd.DataFrame':
+    """Seconds per optimisation step and steps/s of each task at a preset, and its peak memory: estimated (`memory.training_memory`)
+    and, on a GPU, measured by torch's allocator. A step is the whole batch: `accum` pieces where the preset cuts it."""
     import pandas as pd
+    from ssl3d_nb.memory import GiB, card_preset, checkpoint_units, training_memory
     device = torch.device(device or x.device)
+    cuda = device.type == 'cuda'
+    if precision != 'fp32' and not cuda: raise ValueError(f"precision {precision} needs a GPU; this benchmark runs on the {device.type.upper()}")
     rows = []
     for name in tasks:
-        task, p = get_task(name).setup(preset)
-        c, bs = p['crop'], p['bs']
+        base, ov = card_preset(name, preset, precision, x.shape[1])
+        task, p = get_task(name).setup(base, **ov)
+        c, bs, k = p['crop'], p['bs'], p['accum']
+        if cuda: torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device); m0 = torch.cuda.memory_allocated(device)
         o = [(s - c) // 2 for s in x.shape[2:]]
         xb = x[:, :, o[0]:o[0] + c, o[1]:o[1] + c, o[2]:o[2] + c]
         xb = xb.repeat(-(-bs // len(xb)), 1, 1, 1, 1)[:bs].contiguous().to(device)
         set_seed(0)
         model = task.model(task.encoder(x.shape[1], p['width_mult'])).to(device)
+        if p['checkpointing']: checkpoint_units(model.encoder)
         opt = torch.optim.Adam(model.parameters(), p['lr'])
         gen = get_generator(0, device)
+        amp = dict(device_type=device.type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16, enabled=precision != 'fp32')
         def step():
-            inputs, targets = task.make(xb, gen)
-            loss = task.loss(model(*inputs), *targets)
-            opt.zero_grad(); loss.backward(); opt.step()
+            opt.zero_grad()
+            for piece in xb.chunk(k):
+                inputs, targets = task.make(piece, gen)
+                with torch.autocast(**amp): loss = task.loss(model(*inputs), *targets) / k
+                loss.backward()
+            opt.step()
         t = time_it(step, steps, device)
-        rows.append({'task': name, 'crop': c, 'scans per step': bs, 'model inputs per step': int(task.make(xb, gen)[0][0].shape[:2].numel()),
-                     's/step': t, 'steps/s': 1 / t})
+        rows.append({'task': name, 'crop': c, 'scans per step': bs, 'pieces': k, 'checkpointing': p['checkpointing'],
+                     'model inputs per step': int(task.make(xb, gen)[0][0].shape[:2].numel()), 's/step': t, 'steps/s': 1 / t,
+                     'estimated GiB': training_memory(name, base, precision, x.shape[1], **ov)['peak'],
+                     'measured GiB': (torch.cuda.max_memory_allocated(device) - m0) / GiB if cuda else float('nan')})
+        del model, opt, xb
     return pd.DataFrame(rows)

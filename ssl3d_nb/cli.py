@@ -41,6 +41,16 @@ def _exists(**paths):
     for k, p in paths.items():
         if p is not None and not Path(p).exists(): raise FileNotFoundError(f"{p}: no such file or folder")
 
+def _gib(x:float)->str: return f"{x:.1f} GiB" if x >= 1 else f"{x * 1024:.0f} MiB"
+
+def _channels(item)->int:
+    "Channels of an item's scan, read from its header: one file per modality, or a 4D file's last axis."
+    import nibabel as nib
+    im = item['image']
+    if isinstance(im, (list, tuple)): return len(im)
+    shape = nib.load(im).shape
+    return shape[3] if len(shape) == 4 else 1
+
 def _positive(**opts):
     "Refuse an option that must be a positive number (a whole one where its default is an int): 0, negative, NaN or infinite."
     for k, v in opts.items():
@@ -169,7 +179,9 @@ def pretrain(
     width:float=None,         # encoder width multiplier, 1 = the paper's (default: the task's preset)
     norm:str=None,            # intensity normalisation: zscore, minmax, meanmax or none (default: the task's preset)
     fit:str=None,             # scans smaller than a crop: resize (no filler) or pad (default: the task's preset)
-    preset:str='cpu',         # the task's settings: cpu, or paper (the paper's numbers: sized for GPUs)
+    preset:str='cpu',         # the task's settings: cpu; paper (the paper's numbers: sized for GPUs); paper-24g, paper-80g, …: the paper's fitted to that many GiB
+    accum:int=None,           # cut each batch into this many pieces and add up their gradients (default: the preset's, 1)
+    checkpointing:bool=False, # recompute the encoder blocks' activations in the backward pass instead of keeping them (less memory)
     params:str=None,          # the task's own parameters, NAME=VALUE,… e.g. ratio=0.75,block=8,token=learnt for mim
     probe:bool=False,         # first check with a shortcut probe that no cue without anatomy solves the task
     seed:int=0,               # seed of the split, the crops, the samples and the weights
@@ -181,31 +193,38 @@ def pretrain(
     "Pretrain an encoder with a self-supervised proxy task on unlabeled scans."
     _require('pretrain', task=task, data=data, out=out)
     _exists(data=data)
-    _tasks(task); _positive(epochs=epochs, steps=steps, bs=bs, size=size, lr=lr, width=width); _choice('precision', precision)
+    _tasks(task); _positive(epochs=epochs, steps=steps, bs=bs, size=size, lr=lr, width=width, accum=accum); _choice('precision', precision)
     _io()
     items = check_headers(find_scans(data))
     _lib()
     from ssl3d_nb.tasks import TASKS
     from ssl3d_nb.experiments import pretrain_setup, pretrain_fit
+    from ssl3d_nb.memory import card_preset, check_memory
     tp = _task_params(params)
-    t, p = TASKS[task].setup(preset, bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit, **tp)   # refuses an unknown preset, norm, fit or parameter
+    chans = _channels(items[0])
+    base, ov = card_preset(task, preset, precision, chans, **{k: v for k, v in dict(bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit,
+                                                                                       accum=accum, checkpointing=checkpointing or None, **tp).items() if v is not None})
+    t, p = TASKS[task].setup(base, **ov)          # refuses an unknown preset, norm, fit or parameter
+    mem = check_memory(task, base, precision, in_channels=chans, **ov)   # refuses a run that would not fit, naming the card preset that would
     _, procs = init_distributed()
     config = dict(command='pretrain', task=task, data=str(Path(data).resolve()), n_scans=len(items), epochs=epochs, steps=steps, preset=preset,
-                  params=tp, bs=p['bs'], size=p['crop'], lr=p['lr'], width=p['width_mult'], norm=p['norm'], fit=p['fit'], seed=seed,
+                  params=tp, bs=p['bs'], accum=p['accum'], checkpointing=p['checkpointing'], size=p['crop'], lr=p['lr'], width=p['width_mult'], norm=p['norm'], fit=p['fit'], seed=seed,
                   precision=precision, channels_last=channels_last, processes=procs, version=ssl3d_nb.__version__)
     run = RunFolder(out, ['encoder.pth'], config, resume, force, inputs=_inputs(data, items), command=f'ssl3d pretrain --task {task}')
     collective(run.check)                                             # nothing written yet, and nothing will be if a check below fails
     ck = Path(out)/'checkpoint.pth'
-    learn, p = pretrain_setup(task, items, preset, seed=seed, steps_per_epoch=steps, checkpoint=ck, resume=resume, precision=precision,
-                              channels_last=channels_last, bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit, **tp)
+    learn, p = pretrain_setup(task, items, base, seed=seed, steps_per_epoch=steps, checkpoint=ck, resume=resume, precision=precision,
+                              channels_last=channels_last, **ov)
     check_images(learn.dls.train.scans + learn.dls.valid.scans, 'pretraining')
     with run:
         out = run.path
-        if probe: _probe(task, items, preset, seed, crop=size, norm=norm, fit=fit, **tp)
+        if probe: _probe(task, items, base, seed, crop=size, norm=norm, fit=fit, **tp)
         if resume: _resuming(out, epochs, 'pretraining')
         t0 = time.time()
         _say(f"pretraining {task} on {len(items)} scans from {data}: {epochs} epochs × {steps} steps "
-             f"of {p['bs']} crops of {p['crop']}³, {p['norm']} intensities, fit={p['fit']}" + (f" in each of {procs} processes" if procs > 1 else ''))
+             f"of {p['bs']} crops of {p['crop']}³" + (f" (in {p['accum']} pieces)" if p['accum'] > 1 else '') + f", {p['norm']} intensities, fit={p['fit']}"
+             + (', activation checkpointing' if p['checkpointing'] else '') + (f" in each of {procs} processes" if procs > 1 else '')
+             + f"; estimated peak memory {_gib(mem['peak'])} of {_gib(mem['available'])} free on the {mem['device']}")
         enc = out/'encoder.pth'
         if not enc.exists(): pretrain_fit(learn, enc, epochs, progress=True)
         import pandas as pd
@@ -584,12 +603,14 @@ def benchmark(
     repeats:int=3,            # timed runs per number (median reported)
     device:str=None,          # where the batched makers run (default: the GPU if there is one)
     no_baseline:bool=False,   # skip the NumPy baselines
-    training:bool=False,      # also time a training step of every task at its CPU preset
+    training:bool=False,      # also time a training step of every task at `preset`, with its peak memory (estimated; measured on a GPU)
+    preset:str='cpu',         # the tasks' preset for --training: cpu, paper, or a card preset such as paper-24g
+    precision:str='fp32',     # for --training: fp32, or bf16 / fp16 autocast (GPU)
     out:str=None,             # also write the table(s) to this CSV file
     force:bool=False,         # replace `out` if it exists
 ):
     "Time the batched sample makers against NumPy per-sample baselines and block copies."
-    _exists(data=data); _positive(size=size, bs=bs, repeats=repeats)
+    _exists(data=data); _positive(size=size, bs=bs, repeats=repeats); _choice('precision', precision)
     names = [t.strip() for t in tasks.split(',') if t.strip()]
     _tasks(*names)
     out = _out_file(out, force, [data] if data else [])
@@ -608,8 +629,15 @@ def benchmark(
         print(df.round(2).to_string(index=False))
         if training:
             from ssl3d_nb.tasks import TASKS
-            tr = benchmark_training(bench_scans(paths, 48, 8), list(TASKS), steps=repeats, device=device)
-            print(f"\ntraining steps at the CPU preset, on {device}")
+            from ssl3d_nb.memory import card_preset
+            import torch
+            crops = []
+            for t in TASKS:
+                base, ov = card_preset(t, preset, precision)
+                crops.append(TASKS[t].setup(base, **ov)[1]['crop'])             # refuses an unknown preset
+            tr = benchmark_training(bench_scans(paths, max(48, *crops), 8), list(TASKS), preset, repeats, device, precision)
+            print(f"\ntraining steps at the {preset} preset ({precision}), on {device}; peak memory estimated"
+                  + (", and measured by torch's allocator" if torch.device(device).type == 'cuda' else ' (measured only on a GPU)'))
             print(tr.round(3).to_string(index=False))
             df = pd.concat([df.assign(table='makers'), tr.assign(table='training')])
     print(f"{time.time() - t0:.0f}s")

@@ -17,6 +17,7 @@ from .checkpoint import Checkpoint
 from .parallel import data_parallel, speedups, is_main, barrier
 from fastai.torch_core import num_distrib
 from .tasks import pretrain_learner, pretrain_dls, save_pretrained
+from .memory import Accumulate, checkpoint_units, card_preset
 from .finetune import seg_dls, finetune_learner, pretrained_decoder, fit_finetune, evaluate, SegAugment, History, KeepBest, slices, save_model
 
 # %% auto #0
@@ -49,23 +50,25 @@ def _shown(learn, progress:bool):
 def pretrain_setup(
     task:str,                  # a name in `TASKS`
     items:list,                # scans to pretrain on (labels are stripped here)
-    preset:str='cpu',          # the task's preset: crop, batch, learning rate, width, normalisation, fit, task parameters
+    preset:str='cpu',          # the task's preset (crop, batch, learning rate, width, normalisation, fit, task parameters), or a card
+                               # preset such as 'paper-24g': the paper's, fitted to 24 GiB (`memory.card_preset`)
     pre:Preprocess=None,       # preprocessing (default: the preset's normalisation)
     seed:int=0,
     encoder:nn.Module=None,    # default: the task's own encoder (`Task.encoder`) at the preset's width
-    steps_per_epoch:int=50,
+    steps_per_epoch:int=50,    # optimisation steps (with accumulation, each of `accum` pieces)
     checkpoint=None,           # write a `Checkpoint` here after every epoch
     resume:bool=False,         # continue from `checkpoint` if it exists (read, and checked, here)
     precision:str='fp32',      # 'bf16' or 'fp16': mixed precision (GPU)
     channels_last:bool=False,  # channels-last 3D tensors
-    **overrides,               # preset settings (bs, crop, lr, width_mult, norm, fit) or task parameters (n_perms, embed, …)
+    **overrides,               # preset settings (bs, crop, lr, width_mult, norm, fit, accum, checkpointing) or task parameters (n_perms, …)
 )->tuple:                      # (Learner, resolved settings)
     "Everything a pretraining run needs before its first step — data, network, checkpoint — so that any mistake shows before a file is written."
     set_seed(seed)
-    t, dls, p = pretrain_dls(task, items, preset, pre, seed=seed, steps_per_epoch=steps_per_epoch,
-                             **{k: v for k, v in overrides.items() if v is not None})
-    cbs = [Checkpoint(checkpoint, resume)] if checkpoint else []
+    preset, overrides = card_preset(task, preset, precision, **{k: v for k, v in overrides.items() if v is not None})
+    t, dls, p = pretrain_dls(task, items, preset, pre, seed=seed, steps_per_epoch=steps_per_epoch, **overrides)
+    cbs = ([Checkpoint(checkpoint, resume)] if checkpoint else []) + ([Accumulate(p['accum'])] if p['accum'] > 1 else [])
     learn = speedups(pretrain_learner(t, dls, encoder=encoder, seed=seed, width_mult=p['width_mult'], cbs=cbs), precision, channels_last)
+    if p['checkpointing']: checkpoint_units(learn.encoder)
     learn.settings, learn.n_scans, learn.preset, learn.steps_per_epoch, learn.seed = p, len(items), preset, steps_per_epoch, seed
     return learn, p
 

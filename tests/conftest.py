@@ -73,3 +73,16 @@ def decathlon(root, n=2, image=None, label=None, labels=None, modality=None, ent
     meta.update(extra)
     (root/'dataset.json').write_text(json.dumps(meta))
     return root
+
+
+def cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    "Tests marked `cuda` need a GPU: skipped, with the reason, where torch sees none (`make test-gpu` runs only them)."
+    if cuda_available(): return
+    skip = pytest.mark.skip(reason='needs a CUDA GPU (run them on one with `make test-gpu`)')
+    for item in items:
+        if 'cuda' in item.keywords: item.add_marker(skip)

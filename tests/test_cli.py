@@ -272,3 +272,18 @@ def test_predict_subject_folders(brats, tmp_path):
     assert np.array_equal(a, b) and len(np.unique(a)) > 1
     rec = json.loads((tmp_path/'pred/predict.json').read_text())
     assert rec['modalities'] == 'Flair,T1c' and [c['case'] for c in rec['cases']] == sorted([src.name, 'moved']) and rec['failed'] == []
+
+
+def test_pretrain_refuses_a_run_that_would_not_fit(tmp_path, capsys):
+    "A batch of 64 at the paper's preset (about 600 GiB) is refused before anything is written, naming the card preset that fits; a card preset, accumulation and checkpointing run and are recorded."
+    from ssl3d_nb.cli import main
+    data = str(ROOT/'data_samples/brains')
+    assert main(['pretrain', '--task', 'rotation', '--data', data, '--out', str(tmp_path/'big'), '--preset', 'paper', '--bs', '64']) != 0
+    err = capsys.readouterr().err
+    assert 'needs about' in err and '--preset paper-' in err and 'fits (' in err, err
+    assert not (tmp_path/'big').exists()
+    assert main(['pretrain', '--task', 'rpl', '--data', data, '--out', str(tmp_path/'card'), '--preset', 'paper-24g', '--width', '0.25',
+                 '--bs', '2', '--size', '64', '--epochs', '1', '--steps', '1', '--accum', '2', '--checkpointing']) == 0
+    cfg = json.loads((tmp_path/'card/config.json').read_text())
+    assert (cfg['preset'], cfg['accum'], cfg['checkpointing'], cfg['size']) == ('paper-24g', 2, True, 64)    # what the command line sets wins
+    assert 'estimated peak memory' in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""Every notebook, run as `nbdev_test` runs it (cells flagged `slow` or `cuda` are skipped, as settings.ini says).
+"""Every notebook, run as `nbdev_test` runs it (cells flagged `slow` or `cuda` are skipped, as settings.ini says — except that
+on a machine with a GPU the `cuda` cells run).
 
 `nbdev_test` only prints "Success.", so each notebook is its own pytest item here, and CI counts
 them. Each runs through nbdev's own `test_nb` in a fresh process forked from a server that has
@@ -25,8 +26,10 @@ def _run(nb, conn):
     from nbdev.test import test_nb
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        import torch
         cfg = get_config()
-        ok, _ = test_nb(nb, skip_flags=cfg.tst_flags.split(), basepath=cfg.config_path)
+        skip = [f for f in cfg.tst_flags.split() if not (f == 'cuda' and torch.cuda.is_available())]
+        ok, _ = test_nb(nb, skip_flags=skip, basepath=cfg.config_path)
     conn.send((ok, out.getvalue(), err.getvalue()))
 
 

@@ -6,14 +6,26 @@ wrote its files once, from rank 0, and says it ran in 2 processes; the two shard
 together are the epoch that one process would have run; the model was `DistributedDataParallel`
 during the fit and both processes ended with the same weights.
 """
-import json, subprocess
+import json, os, subprocess
+import pytest
 import torch
 from conftest import ROOT, BIN
 
 
-def test_two_processes(tmp_path):
+def test_two_processes(tmp_path): check_two_processes(tmp_path, gpus=False)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs two GPUs')
+def test_two_gpus(tmp_path):
+    "The same on two GPUs: NCCL, one GPU per process (`make test-gpu` on a machine with several)."
+    check_two_processes(tmp_path, gpus=True)
+
+
+def check_two_processes(tmp_path, gpus:bool):
+    env = {**os.environ, **({} if gpus else {'CUDA_VISIBLE_DEVICES': ''})}     # the CPU check stays on gloo on a GPU machine too
     r = subprocess.run([str(BIN/'torchrun'), '--standalone', '--nproc_per_node', '2', str(ROOT/'tests/ddp_check.py'),
-                        str(ROOT/'data_samples/brains'), str(tmp_path)], capture_output=True, text=True, timeout=600)
+                        str(ROOT/'data_samples/brains'), str(tmp_path)], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-6000:]
     run = tmp_path/'run'
     assert sorted(p.name for p in run.iterdir()) == ['.ssl3d-manifest.json', 'checkpoint.pth', 'config.json', 'encoder.pth', 'history.csv']

@@ -30,13 +30,15 @@ __all__ = ['SETTINGS', 'TASKS', 'Task', 'TaskModel', 'ClassifierHead', 'standard
            'register_task', 'get_task', 'pretrain_learner', 'pretrain_dls', 'save_pretrained', 'preset_table']
 
 # %% ../../nbs/10_tasks.core.ipynb #e6db6929
-SETTINGS = dict(crop=32, bs=8, width_mult=0.25, lr=1e-3, norm='zscore', fit='resize')   # the training settings a preset may set
+SETTINGS = dict(crop=32, bs=8, width_mult=0.25, lr=1e-3, norm='zscore', fit='resize',   # the training settings a preset may set;
+                accum=1, checkpointing=False)   # and how a batch fits in memory (`memory`): in `accum` pieces, activations recomputed
 
 class Task:
     "Base of the proxy tasks: a sample maker, a head on the encoder, a loss and metrics."
     name:str = ''
     spatial_dims:int = 3
     min_batch:int = 1        # scans a batch must hold (e.g. 2 when negatives come from the batch)
+    batch_negatives:bool = False   # the loss compares the samples of a batch: gradient accumulation changes the task
     presets = {'cpu': {}}    # named settings: `SETTINGS` keys, and the task's own parameters (subclasses add 'paper')
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
@@ -98,7 +100,10 @@ def setup(self:Task, preset:str='cpu', **overrides)->tuple:
     if bad := [k for k in p if k not in SETTINGS]:
         raise ValueError(f"{self.name}: {', '.join(map(repr, bad))} is neither a training setting ({', '.join(SETTINGS)}) "
                          f"nor a parameter of the task ({', '.join(self.params)})")
-    return (self.variant(**task_args) if task_args else self), {**SETTINGS, **p}
+    p = {**SETTINGS, **p}
+    if p['accum'] < 1 or p['bs'] % p['accum'] or p['bs'] // p['accum'] < self.min_batch:
+        raise ValueError(f"{self.name}: accum={p['accum']} must divide the batch of {p['bs']} into pieces of at least {self.min_batch} scan(s)")
+    return (self.variant(**task_args) if task_args else self), p
 
 # %% ../../nbs/10_tasks.core.ipynb #4158044a
 class TaskModel(nn.Module):
@@ -269,9 +274,9 @@ def pretrain_dls(
     t, p = get_task(task).setup(preset, **overrides)
     pre = pre or Preprocess(norm=p['norm'])
     if steps_per_epoch: samples_per_scan = max(1, -(-steps_per_epoch * p['bs'] // len(items)))
-    dls = scan_dls(unlabeled(items), p['crop'], pre=pre, bs=p['bs'], valid_pct=valid_pct, seed=seed, samples_per_scan=samples_per_scan,
+    dls = scan_dls(unlabeled(items), p['crop'], pre=pre, bs=p['bs'] // p['accum'], valid_pct=valid_pct, seed=seed, samples_per_scan=samples_per_scan,
                    fit=p['fit'], mask=mask, device=device)
-    if steps_per_epoch: dls.train.n = steps_per_epoch * p['bs']
+    if steps_per_epoch: dls.train.n = steps_per_epoch * p['bs']     # with accumulation: `accum` pieces a step
     return t, dls, {**p, 'norm': pre.norm, 'preprocessing': pre.to_dict()}
 
 # %% ../../nbs/10_tasks.core.ipynb #d29bba3d

@@ -67,6 +67,7 @@ class CPCHead(nn.Module):
 # %% ../../nbs/15_tasks.cpc.ipynb #6f1dbe78
 class CPC(Task):
     "Contrastive predictive coding over an overlapping grid of patches: InfoNCE (or the official code's binary variant)."
+    batch_negatives = True   # its negatives are the other samples of the batch
     @property
     def presets(self):
         lr = 1e-3 if self.spatial_dims == 3 else 5e-4          # Taleb et al.: 1e-3 for 3D proxy tasks, 5e-4 for 2D

@@ -58,6 +58,7 @@ def augment(
 class Exemplar(Task):
     "Taleb et al.'s exemplar task: triplet loss between a scan, its augmented copy and another scan's copy."
     min_batch = 2
+    batch_negatives = True   # its negatives are the other samples of the batch
     @property
     def presets(self):
         if self.spatial_dims == 2: return {'cpu': dict(crop=32, bs=8, width_mult=0.25, lr=5e-4, norm='minmax'), 'paper': dict(crop=128, bs=8, width_mult=1.0, lr=5e-4, norm='minmax', embed=1024)}
