@@ -443,7 +443,9 @@ def test_interrupted_run_says_how_to_resume(sig, tmp_path):
     "Ctrl-C or SIGTERM after the first checkpoint: one line naming the checkpoint and the command that resumes; that command resumes and says from where."
     out = tmp_path/'o'
     argv = ['pretrain', '--task', 'rpl', '--data', str(BRAINS), '--out', str(out), '--epochs', '30', '--steps', '2', '--bs', '2', '--size', '48']
-    p = subprocess.Popen([str(BIN/'ssl3d'), *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal delivers it: a suite started in the background by a non-interactive shell passes SIGINT on ignored
+    p = subprocess.Popen([str(BIN/'ssl3d'), *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         t0 = time.time()
         while not (out/'checkpoint.pth').exists() and p.poll() is None and time.time() - t0 < 240: time.sleep(0.1)
