@@ -164,7 +164,8 @@ def main(a):
     if a.stage == 'protocols':
         csv, cands = OUT/f'protocols-{name}.csv', a.protocols.split(';') if a.protocols else CANDIDATES
         eff = OUT/f'efficiency-{name}.csv'                     # the same runs, made by the efficiency stage, are not repeated
-        if eff.exists(): reuse(csv, eff, {f'{t} · {p}': f'{t} · {p}' for t in tasks for p in cands}, budgets=PROTOCOL_BUDGETS, seeds=PROTOCOL_SEEDS)
+        # every schedule's rows, not only those of `cands`: a run naming one candidate must not leave the others' out of the choice
+        if eff.exists(): reuse(csv, eff, {f'{t} · {p}': f'{t} · {p}' for t in tasks for p in PROTOCOLS}, budgets=PROTOCOL_BUDGETS, seeds=PROTOCOL_SEEDS)
         for pname in cands:
             methods = {f'{t} · {pname}': str(p) for t, p in encoders(tasks).items() if applicable(pname, p)}
             runs(methods, scans, split, PROTOCOL_BUDGETS, PROTOCOL_SEEDS, csv, clock, **base, **schedule(pname, base['steps']))
