@@ -205,8 +205,8 @@ def pretrain(
     base, ov = card_preset(task, preset, precision, chans, **{k: v for k, v in dict(bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit,
                                                                                        accum=accum, checkpointing=checkpointing or None, **tp).items() if v is not None})
     t, p = TASKS[task].setup(base, **ov)          # refuses an unknown preset, norm, fit or parameter
+    _, procs = init_distributed()                 # each process on its own GPU, so that the check below reads that GPU
     mem = check_memory(task, base, precision, in_channels=chans, **ov)   # refuses a run that would not fit, naming the card preset that would
-    _, procs = init_distributed()
     config = dict(command='pretrain', task=task, data=str(Path(data).resolve()), n_scans=len(items), epochs=epochs, steps=steps, preset=preset,
                   params=tp, bs=p['bs'], accum=p['accum'], checkpointing=p['checkpointing'], size=p['crop'], lr=p['lr'], width=p['width_mult'], norm=p['norm'], fit=p['fit'], seed=seed,
                   precision=precision, channels_last=channels_last, processes=procs, version=ssl3d_nb.__version__)
