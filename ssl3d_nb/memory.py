@@ -42,7 +42,7 @@ def _outermost(model, kinds)->list:
 def saved_for_backward(
     build,                 # () -> the model, built on the device this function chooses
     inputs,                # example inputs (any device): only their shapes and dtypes are used
-    loss=None,             # (output, *targets) -> loss (default: the sum of the output)
+    loss=None,             # (output, *targets) -> loss, whose own kept tensors count too (default: the forward pass alone)
     targets=(),
     precision:str='fp32',  # 'bf16' or 'fp16': traced with CUDA's autocast rules
     units=UNITS,           # module classes whose insides activation checkpointing would recompute
@@ -159,11 +159,9 @@ def _checkpointed(cls:type)->type:
 
 def checkpoint_units(model:nn.Module, kinds=UNITS)->list:
     "Activation checkpointing of every outermost `kinds` module of `model` (weights and their names unchanged); the names of those modules."
-    names = []
-    for name, m in model.named_modules():
-        if isinstance(m, kinds) and not any(name.startswith(n + '.') for n in names):
-            m.__class__ = _checkpointed(type(m)); names.append(name)
-    return names
+    units = _outermost(model, kinds)
+    for _, m in units: m.__class__ = _checkpointed(type(m))
+    return [name for name, _ in units]
 
 # %% ../nbs/20a_memory.ipynb #aaf5597d
 def fitting_settings(
