@@ -5,6 +5,9 @@
 # %% ../nbs/20_benchmark.ipynb #33497c43
 from __future__ import annotations
 import time
+from collections import defaultdict
+from torch.utils._python_dispatch import TorchDispatchMode
+from fastai.callback.core import Callback
 import numpy as np
 import scipy.ndimage as ndi
 import torch
@@ -17,9 +20,9 @@ from .tasks import get_task
 from .tasks.context import in_plane_axes
 
 # %% auto #0
-__all__ = ['NP_BASELINES', 'COPY_TASKS', 'np_jigsaw', 'np_rpl', 'np_rubik', 'np_rotation', 'np_exemplar', 'np_cpc', 'np_planar',
-           'np_doersch', 'block_copy', 'contiguous_copy', 'bench_scans', 'time_it', 'benchmark_makers',
-           'plot_benchmark', 'benchmark_training']
+__all__ = ['NP_BASELINES', 'COPY_TASKS', 'STEP_PHASES', 'np_jigsaw', 'np_rpl', 'np_rubik', 'np_rotation', 'np_exemplar', 'np_cpc',
+           'np_planar', 'np_doersch', 'block_copy', 'contiguous_copy', 'bench_scans', 'time_it', 'benchmark_makers',
+           'plot_benchmark', 'benchmark_training', 'OpCounter', 'StepPhases', 'step_profile']
 
 # %% ../nbs/20_benchmark.ipynb #652398ee
 def _np_starts(shape, grid, cell, gap, jitter, rng)->list:
@@ -277,3 +280,49 @@ def benchmark_training(
                      'measured GiB': (torch.cuda.max_memory_allocated(device) - m0) / GiB if cuda else float('nan')})
         del model, opt, xb
     return pd.DataFrame(rows)
+
+# %% ../nbs/20_benchmark.ipynb #9cfe3f1a
+class OpCounter(TorchDispatchMode):
+    "Count the operations torch dispatches while on (each one kernel launch or more on a GPU); what runs inside one is not counted again."
+    def __init__(self): super().__init__(); self.n = 0
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+STEP_PHASES = {'before_batch': 'data, augmentation', 'after_pred': 'forward', 'after_loss': 'loss', 'before_backward': 'backward',
+               'after_backward': 'backward', 'before_step': 'optimizer step', 'after_step': 'optimizer step', 'after_batch': 'zero_grad, recorder'}
+_EPOCH_EVENTS = ('before_epoch', 'before_train', 'after_train', 'before_validate', 'after_validate', 'after_epoch', 'after_fit')
+
+class StepPhases(Callback):
+    "Wall time (and, with an `OpCounter`, the operations dispatched) from each fastai event to the next, summed by phase over every fit."
+    order = 1000                                          # last at every event
+    def __init__(self, counter=None): self.counter, self.time, self.ops, self.steps = counter, defaultdict(float), defaultdict(int), 0
+    def _now(self): return time.perf_counter(), (self.counter.n if self.counter is not None else 0)
+    def before_fit(self): self.last = self._now()
+    def _mark(self, event):
+        t, n = self._now()
+        phase = 'per epoch' if event in _EPOCH_EVENTS else STEP_PHASES[event] if self.training else 'validation'
+        self.time[phase] += t - self.last[0]; self.ops[phase] += n - self.last[1]
+        if event == 'after_batch' and self.training: self.steps += 1
+        self.last = self._now()                            # this callback's own cost left out
+    def table(self)->'pd.DataFrame':
+        "ms and operations per training step by phase (validation and the per-epoch work spread over the steps), and their total."
+        import pandas as pd
+        df = pd.DataFrame({'ms/step': pd.Series(self.time) * 1e3 / self.steps, 'ops/step': pd.Series(self.ops) / self.steps})
+        df = df.reindex([p for p in [*dict.fromkeys(STEP_PHASES.values()), 'validation', 'per epoch'] if p in df.index])
+        df.loc['total'] = df.sum()
+        return df
+for _e in [*STEP_PHASES, *_EPOCH_EVENTS]: setattr(StepPhases, _e, lambda self, _e=_e: self._mark(_e))
+
+def step_profile(make, fit)->'pd.DataFrame':
+    "Fit a learner from `make()` with `fit(learn)` twice, once timed and once with its operations counted: ms and operations per training step, by phase."
+    import pandas as pd
+    out = []
+    for counter in (None, OpCounter()):
+        l = make()                                        # both fits from the same start: `make` seeds what it builds
+        cb = StepPhases(counter); l.add_cb(cb)
+        if counter is None: fit(l)
+        else:
+            with counter: fit(l)
+        out.append(cb.table())
+    return pd.concat([out[0]['ms/step'], out[1]['ops/step']], axis=1)

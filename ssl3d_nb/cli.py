@@ -24,7 +24,7 @@ def _lib():
     if 'Preprocess' in g: return
     from ssl3d_nb import preprocess, data, parallel
     for m in (preprocess, data): g.update({k: getattr(m, k) for k in m.__all__})
-    g.update(init_distributed=parallel.init_distributed, is_main=parallel.is_main, barrier=parallel.barrier)
+    g.update(init_distributed=parallel.init_distributed, is_main=parallel.is_main, barrier=parallel.barrier, resolve_precision=parallel.resolve_precision)
 
 
 # %% auto #0
@@ -63,7 +63,7 @@ def _positive(**opts):
 CHOICES = dict(
     task=('cpc', 'cpc-2d', 'doersch', 'exemplar', 'exemplar-2d', 'jigsaw', 'jigsaw-2d', 'mim', 'mim-2d', 'planar-heatmap', 'planar-reg2d',
           'rotation', 'rotation-2d', 'rpl', 'rpl-2d', 'rubik', 'rubik-order'),
-    precision=('fp32', 'bf16', 'fp16'), mode=('warmup', 'frozen', 'unfrozen'), decoder_weights=('random', 'from-encoder'),
+    precision=('auto', 'fp32', 'bf16', 'fp16'), mode=('warmup', 'frozen', 'unfrozen'), decoder_weights=('random', 'from-encoder'),
     decoder=('unet', 'duc'), norm=('zscore', 'minmax', 'meanmax', 'none'), augment=('light', 'nnunet', 'nnunet-elastic', 'none'))
 
 def _choice(name:str, v, allowed=None):
@@ -185,7 +185,7 @@ def pretrain(
     params:str=None,          # the task's own parameters, NAME=VALUE,… e.g. ratio=0.75,block=8,token=learnt for mim
     probe:bool=False,         # first check with a shortcut probe that no cue without anatomy solves the task
     seed:int=0,               # seed of the split, the crops, the samples and the weights
-    precision:str='fp32',     # fp32, or bf16 / fp16 mixed precision (GPU)
+    precision:str='auto',     # auto (bf16 on a GPU that has it, else fp32), fp32, or bf16 / fp16 mixed precision (GPU)
     channels_last:bool=False, # store 3D tensors channels-last (fine-tuning does so on a CPU anyway)
     resume:bool=False,        # continue the interrupted run in `out` from its last checkpoint
     force:bool=False,         # start over in an `out` that holds an earlier run (only files ssl3d wrote there are removed)
@@ -200,6 +200,7 @@ def pretrain(
     from ssl3d_nb.tasks import TASKS
     from ssl3d_nb.experiments import pretrain_setup, pretrain_fit
     from ssl3d_nb.memory import card_preset, check_memory
+    precision = resolve_precision(precision)      # as the run will: recorded so, and a resume on the same machine agrees
     tp = _task_params(params)
     chans = _channels(items[0])
     base, ov = card_preset(task, preset, precision, chans, **{k: v for k, v in dict(bs=bs, crop=size, lr=lr, width_mult=width, norm=norm, fit=fit,
@@ -274,7 +275,7 @@ def finetune(
     augment:str='light',      # training augmentation: light, nnunet, nnunet-elastic (nnU-Net's ranges, and a smooth deformation) or none
     norm:str=None,            # intensity normalisation: zscore, minmax, meanmax or none (default: the encoder's, else zscore)
     seed:int=0,               # seed of the split, the crops, the augmentation and the weights
-    precision:str='fp32',     # fp32, or bf16 / fp16 mixed precision (GPU)
+    precision:str='auto',     # auto (bf16 on a GPU that has it, else fp32), fp32, or bf16 / fp16 mixed precision (GPU)
     channels_last:bool=False, # store 3D tensors channels-last (fine-tuning does so on a CPU anyway)
     resume:bool=False,        # continue the interrupted run in `out` from its last checkpoint
     force:bool=False,         # start over in an `out` that holds an earlier run (only files ssl3d wrote there are removed)
@@ -300,6 +301,7 @@ def finetune(
     from ssl3d_nb.experiments import finetune_run
     from ssl3d_nb.models import load_encoder
     from ssl3d_nb.finetune import pretrained_decoder
+    precision = resolve_precision(precision)
     net, epre = load_encoder(encoder) if encoder else (None, {})
     dec_state = pretrained_decoder(encoder, decoder_weights)               # refuses an encoder file that holds no decoder
     if net is not None and getattr(net, 'spatial_dims', 3) != 3 and not hasattr(net, 'widths'):
@@ -402,7 +404,7 @@ def predict(
     tta:bool=False,           # average with mirrored copies along the axes the model was trained to be mirrored on
     bs:int=2,                 # sliding windows per forward pass
     device:str=None,          # cpu, cuda, cuda:1, … (default: the GPU if there is one)
-    precision:str='fp32',     # fp32, or bf16 / fp16 autocast (GPU)
+    precision:str='auto',     # auto (bf16 on a GPU that has it, else fp32), fp32, or bf16 / fp16 autocast (GPU)
     force:bool=False,         # replace the files of an earlier run in `out` (only files ssl3d wrote there are removed)
 ):
     "Segment scans with a fine-tuned model: one label map per case, in the case's own space (its shape, affine and axis order)."
@@ -421,6 +423,7 @@ def predict(
     from ssl3d_nb.finetune import load_model, predict_scan, label_image
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"--device {device}: this machine has no GPU that torch can use")
+    precision = resolve_precision(precision, dev)
     if precision != 'fp32' and dev.type != 'cuda': raise ValueError(f"--precision {precision} needs a GPU; this run is on the CPU (use fp32)")
     net, meta = load_model(model)
     pre = Preprocess.from_dict(meta['preprocessing']) if meta.get('preprocessing') else Preprocess(norm='zscore')
@@ -605,7 +608,8 @@ def benchmark(
     no_baseline:bool=False,   # skip the NumPy baselines
     training:bool=False,      # also time a training step of every task at `preset`, with its peak memory (estimated; measured on a GPU)
     preset:str='cpu',         # the tasks' preset for --training: cpu, paper, or a card preset such as paper-24g
-    precision:str='fp32',     # for --training: fp32, or bf16 / fp16 autocast (GPU)
+    precision:str='auto',     # for --training and --finetune: auto (bf16 on a GPU that has it, else fp32), fp32, or bf16 / fp16 autocast (GPU)
+    finetune:bool=False,      # also profile fine-tuning (the CPU preset's U-Net, 4 crops of 32³ a step, 100 steps on the labelled sample scan): ms and operations per step, by phase
     out:str=None,             # also write the table(s) to this CSV file
     force:bool=False,         # replace `out` if it exists
 ):
@@ -620,6 +624,7 @@ def benchmark(
     from fastai.torch_core import default_device
     import pandas as pd
     device = device or default_device()
+    precision = resolve_precision(precision, device)
     paths = [it['image'] for it in find_scans(data or sample_data()/'brains')]
     t0 = time.time()
     x = bench_scans(paths, size, bs)
@@ -627,10 +632,10 @@ def benchmark(
     with pd.option_context('display.width', 250, 'display.max_columns', None):
         print(f"sample makers: {bs} scans of {size}³ per batch, on {device}; samples/s (best of {repeats})")
         print(df.round(2).to_string(index=False))
+        import torch
         if training:
             from ssl3d_nb.tasks import TASKS
             from ssl3d_nb.memory import card_preset
-            import torch
             crops = []
             for t in TASKS:
                 base, ov = card_preset(t, preset, precision)
@@ -640,6 +645,21 @@ def benchmark(
                   + (", and measured by torch's allocator" if torch.device(device).type == 'cuda' else ' (measured only on a GPU)'))
             print(tr.round(3).to_string(index=False))
             df = pd.concat([df.assign(table='makers'), tr.assign(table='training')])
+        if finetune:
+            from ssl3d_nb.benchmark import step_profile
+            from ssl3d_nb.finetune import seg_dls, finetune_learner, fit_finetune, SegAugment
+            lab = load_scans(load_decathlon(sample_data('colin27_subcortical')), Preprocess(norm='zscore'))
+            def make():
+                set_seed(0)
+                return finetune_learner(seg_dls(lab[:1], lab[1:], size=32, bs=4, steps_per_epoch=25, seed=0, device=device), 8,
+                                        cbs=[SegAugment.preset('light', (0,), 0)], precision=precision)
+            def fit(l):
+                with l.no_bar(), l.no_logging(): fit_finetune(l, 4, 3e-3, mode='unfrozen')
+            ft = step_profile(make, fit)
+            print(f"\nfine-tuning, 100 steps of 4 crops of 32³ ({precision}), on {device}: per training step, by phase"
+                  + (" (the GPU runs behind the host: its time shows where the host waits for it)" if torch.device(device).type == 'cuda' else ''))
+            print(ft.round(1).to_string())
+            df = pd.concat([df, ft.rename_axis('phase').reset_index().assign(table='fine-tuning')])
     print(f"{time.time() - t0:.0f}s")
     if out: write_text(out, df.to_csv(index=False)); print(f"table written to {out}")
     return df

@@ -14,7 +14,7 @@ from .preprocess import Preprocess
 from .data import load_scans, scan_dls, subject_split, labeled_subset, subject_of, unlabeled
 from .models import load_encoder
 from .checkpoint import Checkpoint
-from .parallel import data_parallel, speedups, is_main, barrier
+from .parallel import data_parallel, speedups, is_main, barrier, resolve_precision
 from fastai.torch_core import num_distrib
 from .tasks import pretrain_learner, pretrain_dls, save_pretrained
 from .memory import Accumulate, checkpoint_units, card_preset
@@ -58,12 +58,13 @@ def pretrain_setup(
     steps_per_epoch:int=50,    # optimisation steps (with accumulation, each of `accum` pieces)
     checkpoint=None,           # write a `Checkpoint` here after every epoch
     resume:bool=False,         # continue from `checkpoint` if it exists (read, and checked, here)
-    precision:str='fp32',      # 'bf16' or 'fp16': mixed precision (GPU)
+    precision:str='auto',      # 'bf16' or 'fp16': mixed precision (GPU); 'auto': bf16 on a GPU that has it, fp32 elsewhere
     channels_last:bool=False,  # channels-last 3D tensors
     **overrides,               # preset settings (bs, crop, lr, width_mult, norm, fit, accum, checkpointing) or task parameters (n_perms, …)
 )->tuple:                      # (Learner, resolved settings)
     "Everything a pretraining run needs before its first step — data, network, checkpoint — so that any mistake shows before a file is written."
     set_seed(seed)
+    precision = resolve_precision(precision)
     preset, overrides = card_preset(task, preset, precision, **{k: v for k, v in overrides.items() if v is not None})
     t, dls, p = pretrain_dls(task, items, preset, pre, seed=seed, steps_per_epoch=steps_per_epoch, **overrides)
     cbs = ([Checkpoint(checkpoint, resume)] if checkpoint else []) + ([Accumulate(p['accum'])] if p['accum'] > 1 else [])
@@ -97,7 +98,7 @@ def pretrain_encoder(
     checkpoint=None,           # write a `Checkpoint` here after every epoch
     resume:bool=False,         # continue from `checkpoint` if it exists
     progress:bool=False,       # show fastai's progress bar and per-epoch table
-    precision:str='fp32',      # 'bf16' or 'fp16': mixed precision (GPU)
+    precision:str='auto',      # 'bf16' or 'fp16': mixed precision (GPU); 'auto': bf16 on a GPU that has it, fp32 elsewhere
     channels_last:bool=False,  # channels-last 3D tensors
     **overrides,               # other preset settings (norm, fit) or task parameters (n_perms, embed, …)
 )->Path:                       # (under `torchrun`: data-parallel, rank 0 writes the file)
@@ -136,7 +137,7 @@ def finetune_run(
     save=None,                 # write the fine-tuned model (best epoch) here, with `meta` and the history
     meta:dict=None,
     progress:bool=False,       # show fastai's progress bar and per-epoch table
-    precision:str='fp32',      # 'bf16' or 'fp16': mixed precision (GPU)
+    precision:str='auto',      # 'bf16' or 'fp16': mixed precision (GPU); 'auto': bf16 on a GPU that has it, fp32 elsewhere
     channels_last:bool=None,   # channels-last 3D tensors (default: on a CPU)
 )->tuple:                      # (row of results, per-epoch history `DataFrame`); under `torchrun`: data-parallel
     "Fine-tune (or train from scratch) on `train`, keep the best epoch on `valid`, score every scan of `test` (in 3D)."

@@ -321,7 +321,7 @@ def finetune_learner(
     class_names=None,          # names of classes 1… (or 0…), for the metric names
     monitor:str=None,          # metric whose best epoch is kept (default: 'mean_dice', or 'accuracy' for 'cls')
     channels_last:bool=None,   # channels-last 3D tensors (default: on a CPU)
-    precision:str='fp32',      # 'bf16' or 'fp16': mixed precision (GPU)
+    precision:str='auto',      # 'bf16' or 'fp16': mixed precision (GPU); 'auto': bf16 on a GPU that has it, fp32 elsewhere
     path=None,                 # where `learn.save` / `learn.export` write (default: the `DataLoaders`' path); training writes nothing
     decoder_weights='random',  # 'random', 'from-encoder' (the U-Net decoder saved in the encoder file), or a decoder state dict
     cbs=None,

@@ -13,6 +13,7 @@ from fastcore.basics import listify
 from .core import *                  # first: it quiets the warning fastai's import gives under torch 2.14
 from fastai.callback.core import CancelBatchException
 from fastai.callback.training import GradientAccumulation
+from .parallel import resolve_precision
 from .models import ResBlock, ConvNormAct
 from .tasks import get_task
 
@@ -85,7 +86,7 @@ def saved_for_backward(
 def training_memory(
     task,                  # a `Task` or its name
     preset:str='cpu',
-    precision:str='fp32',  # 'bf16' or 'fp16': mixed precision, traced with CUDA's autocast rules
+    precision:str='fp32',  # 'bf16' or 'fp16': mixed precision, traced with CUDA's autocast rules; 'auto': what a run here would use
     in_channels:int=1,
     **overrides,           # preset settings (bs, crop, width_mult, accum, checkpointing …) or task parameters
 )->dict:                   # GiB: weights, gradients, optimiser, batch, activations, backward, peak; and the settings
@@ -93,6 +94,7 @@ def training_memory(
     batch of scans, what autograd keeps for the backward pass of one batch (one piece of it, with accumulation;
     `saved_for_backward`), and twice the largest of those tensors for the gradients the backward pass holds at the widest layer."""
     t, p = get_task(task).setup(preset, **overrides)
+    precision = resolve_precision(precision)
     piece = p['bs'] // p['accum']
     x = torch.rand(piece, in_channels, *[p['crop']] * 3, generator=get_generator(0))
     inputs, targets = t.make(x, get_generator(0))
@@ -202,6 +204,7 @@ def check_memory(
 )->dict:                   # `training_memory`, with `device` and the GiB `available` there
     "`training_memory` of a run, or — where it needs more than `device` has free — an error naming the card preset that fits."
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    precision = resolve_precision(precision, dev)
     m, have = training_memory(task, preset, precision, in_channels, **overrides), device_memory(dev)
     if m['peak'] > have:
         try:

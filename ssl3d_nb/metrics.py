@@ -10,7 +10,7 @@ from fastai.metrics import Metric, AccumMetric
 
 # %% auto #0
 __all__ = ['BRATS_REGIONS', 'confusion_matrix', 'cm_scores', 'dice', 'iou', 'brats_regions', 'region_dice', 'quadratic_kappa',
-           'SegMetric', 'seg_metrics', 'kappa_metric']
+           'batch_confusion', 'SegMetric', 'seg_metrics', 'kappa_metric']
 
 # %% ../nbs/21_metrics.ipynb #deac6435
 def confusion_matrix(
@@ -80,6 +80,15 @@ def quadratic_kappa(pred, target, n_classes:int=None)->float:
     return float(1 - (w * O).sum() / den) if den > 0 else float('nan')
 
 # %% ../nbs/21_metrics.ipynb #f27c8a5d
+def batch_confusion(learn, n_classes:int)->torch.Tensor:
+    "The confusion matrix of `learn`'s current batch (argmax of `learn.pred` against `learn.yb[0]`), counted once however many metrics ask."
+    pred, y = learn.pred, learn.yb[0]
+    last = getattr(learn, '_batch_confusion', None)
+    if last is not None and last[0] is pred and last[1] is y and last[2].shape[0] == n_classes: return last[2]
+    cm = confusion_matrix(pred.argmax(1), y, n_classes)
+    learn._batch_confusion = (pred, y, cm)     # holding the batch keeps its identity from being reused
+    return cm
+
 class SegMetric(Metric):
     "Dice or IoU of one class, or the mean over classes 1…, from a confusion matrix summed over the validation set."
     def __init__(self, n_classes:int, kind:str='dice', cls:int|None=None, name:str|None=None):
@@ -89,11 +98,11 @@ class SegMetric(Metric):
         self._name = name or (f'{kind}_{cls}' if cls is not None else ('mean_dice' if kind == 'dice' else 'miou'))
     def reset(self): self.cm = torch.zeros(self.n_classes, self.n_classes, dtype=torch.long)
     def accumulate(self, learn):
-        pred, y = learn.pred, learn.yb[0]
-        self.cm += confusion_matrix(pred.argmax(1), y, self.n_classes).cpu()
+        cm = batch_confusion(learn, self.n_classes)
+        self.cm = self.cm.to(cm.device) + cm      # kept on the batch's device: no wait for the GPU at every batch
     @property
     def value(self):
-        s = cm_scores(self.cm, self.kind)
+        s = cm_scores(self.cm.cpu(), self.kind)
         return float(s[self.cls - 1]) if self.cls is not None else float(s.nanmean())
     @property
     def name(self): return self._name

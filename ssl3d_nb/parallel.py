@@ -11,12 +11,14 @@ import torch.distributed as dist
 from torch import nn
 from fastai.learner import Learner
 from fastai.callback.core import Callback
+from fastai.optimizer import Optimizer, Adam, weight_decay, average_grad, average_sqr_grad, step_stat, adam_step, debias
+from functools import partial
 import warnings
 from fastai.torch_core import rank_distrib, num_distrib
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'unwrap', 'is_main', 'barrier', 'init_distributed', 'distributed_dl', 'data_parallel', 'ChannelsLast3d',
-           'speedups']
+__all__ = ['PRECISIONS', 'unwrap', 'is_main', 'barrier', 'init_distributed', 'distributed_dl', 'data_parallel', 'ForeachAdam',
+           'ChannelsLast3d', 'resolve_precision', 'speedups']
 
 # %% ../nbs/08a_parallel.ipynb #ce0419f4
 def unwrap(x):
@@ -80,6 +82,40 @@ def data_parallel(learn:Learner):
     if cuda: learn.dls.device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
     with learn.distrib_ctx(sync_bn=cuda, cpu=not cuda): yield learn
 
+# %% ../nbs/08a_parallel.ipynb #2d78abc7
+class ForeachAdam(Optimizer):
+    "fastai's `Adam` with decoupled weight decay, each step done for a whole parameter group at once by torch's multi-tensor `_foreach` functions."
+    def __init__(self, params, lr, mom:float=0.9, sqr_mom:float=0.99, eps:float=1e-5, wd:float=0.01):
+        super().__init__(params, [weight_decay, partial(average_grad, dampening=True), average_sqr_grad, step_stat, adam_step],
+                         lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)       # the same step functions as fastai's: state, defaults, names
+    def zero_grad(self):
+        gs = [p.grad for p, *_ in self.all_params(with_grad=True)]
+        for g in gs: g.detach_()
+        if gs: torch._foreach_zero_(gs)
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None: raise NotImplementedError("fastai optimizers do not support closure")
+        for pg, h in zip(self.param_lists, self.hypers):
+            ps = [p for p in pg if p.grad is not None]             # frozen parameters have none
+            if not ps: continue
+            st = [self.state[p] for p in ps]
+            for p, s in zip(ps, st):
+                if 'grad_avg' not in s: s.update(grad_avg=torch.zeros_like(p.grad), sqr_avg=torch.zeros_like(p.grad), step=0)
+                s['step'] += 1
+            lr, mom, sqr_mom, wd = float(h['lr']), float(h['mom']), float(h['sqr_mom']), float(h['wd'])
+            data, grads = ps, [p.grad for p in ps]                  # in place under no_grad: no `.data` aliases (an operation each)
+            decayed = [d for d, s in zip(data, st) if s.get('do_wd', True)]
+            if wd != 0 and decayed: torch._foreach_mul_(decayed, 1 - lr * wd)
+            ga, sa = [s['grad_avg'] for s in st], [s['sqr_avg'] for s in st]
+            torch._foreach_mul_(ga, mom); torch._foreach_add_(ga, grads, alpha=1 - mom)
+            torch._foreach_mul_(sa, sqr_mom); torch._foreach_addcmul_(sa, grads, grads, value=1 - sqr_mom)
+            for n in sorted({s['step'] for s in st}):              # a tensor left without a gradient in a step is behind
+                i = [k for k, s in enumerate(st) if s['step'] == n]
+                d1, d2 = debias(mom, 1 - mom, n), debias(sqr_mom, 1 - sqr_mom, n)
+                den = torch._foreach_div([sa[k] for k in i], d2)
+                torch._foreach_sqrt_(den); torch._foreach_add_(den, float(h['eps']))
+                torch._foreach_addcdiv_([data[k] for k in i], [ga[k] for k in i], den, value=-lr / d1)
+
 # %% ../nbs/08a_parallel.ipynb #d2f53d80
 class ChannelsLast3d(Callback):
     "Store the model's 5D tensors and the inputs channels-last (`torch.channels_last_3d`)."
@@ -89,15 +125,26 @@ class ChannelsLast3d(Callback):
     def before_batch(self):
         self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last_3d) if x.ndim == 5 else x for x in self.xb)
 
-PRECISIONS = ('fp32', 'bf16', 'fp16')
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
-def speedups(learn:Learner, precision:str='fp32', channels_last:bool=None)->Learner:
-    "Mixed precision (`bf16`/`fp16`, on a GPU) and channels-last 3D tensors (default: on a CPU) for `learn`."
+def resolve_precision(precision:str='auto', device=None)->str:
+    "'auto' → bf16 on a GPU that supports it, fp32 elsewhere (`device`: where the run trains; default: the GPU if there is one); any other choice is checked and kept."
     if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != 'auto': return precision
+    dev = torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
+    return 'bf16' if dev.type == 'cuda' and torch.cuda.is_bf16_supported() else 'fp32'
+
+def speedups(learn:Learner, precision:str='auto', channels_last:bool=None,
+             foreach:bool=True,       # fastai's `Adam` becomes `ForeachAdam`: the same numbers, a few calls per step instead of a loop over tensors
+            )->Learner:
+    "Mixed precision (`bf16`/`fp16`, on a GPU; 'auto': bf16 where it can), channels-last 3D tensors (default: on a CPU) and the multi-tensor Adam for `learn`."
     dev = torch.device(learn.dls.device or 'cpu')
+    precision = resolve_precision(precision, dev)
     if precision != 'fp32':
         if dev.type != 'cuda': raise ValueError(f"--precision {precision} needs a GPU; this run is on the {dev.type.upper()} (use fp32)")
         learn.to_bf16() if precision == 'bf16' else learn.to_fp16()
     if channels_last is None: channels_last = dev.type == 'cpu'
     if channels_last and not learn.cbs.filter(lambda c: isinstance(c, ChannelsLast3d)): learn.add_cb(ChannelsLast3d())
+    if foreach and learn.opt_func is Adam: learn.opt_func = ForeachAdam
+    learn.precision = precision
     return learn
