@@ -7,11 +7,11 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from torch.utils._python_dispatch import TorchDispatchMode
-from fastai.callback.core import Callback
 import numpy as np
 import scipy.ndimage as ndi
 import torch
-from .core import *
+from .core import *                  # first: it quiets the warning fastai's import gives under torch 2.14
+from fastai.callback.core import Callback
 from .grids import fit_cell
 from .rotations import ROT_3D_CLASSES
 from .preprocess import minmax, resize

@@ -115,7 +115,7 @@ def _resuming(out:Path, epochs:int, what:str='training'):
     _say(f"resuming {what} in {out} after epoch {p['epoch'] + 1} of {epochs} (its checkpoint.pth" + (f", phase {p['phase']})" if p['phase'] != 'fit' else ')'))
 
 # %% ../nbs/90_cli.ipynb #60a6f78a
-def _norm(norm:str): return None if norm == 'none' else norm      # the flag's 'none' is `Preprocess`'s None
+def _norm(norm:str): return None if norm == 'none' else norm      # the flag's 'none' is Preprocess's None
 
 @call_parse
 def info(

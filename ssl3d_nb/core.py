@@ -18,8 +18,8 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', ca
 
 
 # %% auto #0
-__all__ = ['DataError', 'damaged', 'check_saved_file', 'check_divisible', 'set_seed', 'get_generator', 'keep_freed_memory',
-           'label_cmap', 'show_slices', 'SliceViewer']
+__all__ = ['DataError', 'damaged', 'check_saved_file', 'check_divisible', 'set_seed', 'get_generator', 'label_cmap',
+           'show_slices', 'SliceViewer', 'keep_freed_memory']
 
 # %% ../nbs/00_core.ipynb #6b457094
 class DataError(ValueError):
@@ -67,17 +67,6 @@ def get_generator(
     if seed is None: seed = int(torch.randint(0, 2**62, (1,)).item())
     return torch.Generator(device=device).manual_seed(int(seed))
 
-
-# %% ../nbs/00_core.ipynb #4911a22c
-def keep_freed_memory(threshold:int=2**30)->bool:
-    "Ask glibc to serve blocks below `threshold` bytes from the heap and keep freed memory; False where that is not possible."
-    import ctypes, ctypes.util, platform
-    if platform.system() != 'Linux': return False
-    try: libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    except OSError: return False
-    if not hasattr(libc, 'mallopt'): return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold))) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2 * int(threshold)))
 
 # %% ../nbs/00_core.ipynb #50a4d8e2
 def _np(x):
@@ -191,7 +180,7 @@ class SliceViewer:
                  label=None,           # optional label map `(D,H,W)`
                  label_names:dict=None,# label value -> name
                  spacing=None,         # voxel size per spatial axis
-                 point=None,           # starting voxel; default as in `show_slices`
+                 point=None,           # starting voxel; default as in show_slices
                  figsize=(10, 3.4)):
         self.x, self.label = _spatial(x, label, 3)
         store_attr('label_names,spacing,figsize')
@@ -208,6 +197,14 @@ class SliceViewer:
         for w in [*self.sliders, self.channel, self.overlay, self.level, self.width]: w.observe(self._on_change, names='value')
         self.channel.observe(self._reset_window, names='value')
         self.box = W.VBox([W.HBox(self.sliders), W.HBox([self.channel, self.overlay, self.level, self.width]), self.out])
+    @property
+    def point(self)->tuple:
+        "The voxel the three planes pass through, from the sliders."
+        return tuple(s.value for s in self.sliders)
+    @property
+    def clim(self)->tuple:
+        "The display range `(vmin, vmax)` given by window and level."
+        return self.level.value - self.width.value / 2, self.level.value + self.width.value / 2
 
 # %% ../nbs/00_core.ipynb #4e9ebae3
 def _set_range(w, lo, hi):
@@ -226,15 +223,6 @@ def _reset_window(self:SliceViewer, change=None):
     wlo, whi = _auto_window(img)
     self.level.value, self.width.value = (wlo + whi) / 2, max(whi - wlo, self.width.min)
 
-@patch(as_prop=True)
-def point(self:SliceViewer):
-    "The voxel the three planes pass through, from the sliders."
-    return tuple(s.value for s in self.sliders)
-
-@patch(as_prop=True)
-def clim(self:SliceViewer):
-    "The display range `(vmin, vmax)` given by window and level."
-    return self.level.value - self.width.value / 2, self.level.value + self.width.value / 2
 
 # %% ../nbs/00_core.ipynb #f5f96a95
 @patch
@@ -260,3 +248,14 @@ def _ipython_display_(self:SliceViewer):
         self._on_change(); display(self.box)
     else:
         fig = self.figure(); display(fig); plt.close(fig)
+
+# %% ../nbs/00_core.ipynb #4911a22c
+def keep_freed_memory(threshold:int=2**30)->bool:
+    "Ask glibc to serve blocks below `threshold` bytes from the heap and keep freed memory; False where that is not possible."
+    import ctypes, ctypes.util, platform
+    if platform.system() != 'Linux': return False
+    try: libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    except OSError: return False
+    if not hasattr(libc, 'mallopt'): return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold))) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2 * int(threshold)))

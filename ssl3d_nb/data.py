@@ -92,7 +92,7 @@ def _ordered_subjects(items, seed:int)->list:
     return [subj[i] for i in perm]
 
 def subject_split(
-    items:list,            # items (or `Scan`s) with `subject` or `id`
+    items:list,            # items (or Scans) with `subject` or `id`
     valid_pct:float=0.2,   # share of subjects in the validation set
     seed:int=0,
 )->tuple:                  # (train indices, valid indices)
@@ -165,7 +165,7 @@ _KINDS, _FITS = ('unlabeled', 'seg', 'cls'), ('pad', 'resize')
 class ScanDL(DataLoader):
     "A fastai `DataLoader` of fixed-size crops from in-memory `Scan`s."
     def __init__(self,
-                 scans:list,                 # `Scan`s to crop from
+                 scans:list,                 # Scans to crop from
                  size,                       # crop size per spatial axis (int or tuple)
                  kind:str='unlabeled',       # 'unlabeled' → (x,), 'seg' → (x, y), 'cls' → (x, c)
                  samples_per_scan:int=1,     # crops per scan per epoch
@@ -232,7 +232,7 @@ def new(self:ScanDL, **kwargs):
 # %% ../nbs/03_data.ipynb #3e6702b9
 @delegates(ScanDL.__init__, but=['scans', 'random_crop', 'seed'])
 def scan_dls(
-    items:list,               # items from `load_decathlon` / `find_scans` / `load_subject_folders`
+    items:list,               # items from load_decathlon / find_scans / load_subject_folders
     size,                     # crop size
     kind:str='unlabeled',     # 'unlabeled', 'seg' or 'cls'
     pre:Preprocess=None,      # preprocessing recipe (default: min–max to [0, 1])

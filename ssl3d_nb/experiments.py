@@ -4,12 +4,13 @@
 
 # %% ../nbs/24_experiments.ipynb #cf715a01
 from __future__ import annotations
-import os, time, contextlib
+import os, time, json, contextlib
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 from .core import *
+from .external import sample_data
 from .preprocess import Preprocess
 from .data import load_scans, scan_dls, subject_split, labeled_subset, subject_of, unlabeled
 from .models import load_encoder
@@ -21,24 +22,53 @@ from .memory import Accumulate, checkpoint_units, card_preset
 from .finetune import seg_dls, finetune_learner, pretrained_decoder, fit_finetune, evaluate, SegAugment, History, KeepBest, slices, save_model
 
 # %% auto #0
-__all__ = ['fixed_split', 'pretrain_setup', 'pretrain_fit', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency',
-           'with_validation', 'structure_patches', 'classify_run', 'mean_interval', 'detectable_gain', 'summary_table',
+__all__ = ['SPLIT_PARTS', 'split_path', 'read_split', 'save_split', 'fixed_split', 'pretrain_setup', 'pretrain_fit',
+           'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency', 'with_validation',
+           'structure_patches', 'classify_run', 'mean_interval', 'detectable_gain', 'summary_table',
            'plot_data_efficiency', 'plot_convergence', 'paired_gain', 'plot_gain']
 
 # %% ../nbs/24_experiments.ipynb #d73cca32
+SPLIT_PARTS = ('test', 'valid', 'train', 'pretrain')
+
+def split_path(split)->Path:
+    "A split file: a path, or the name of one bundled in `data_samples/splits/` ('hippocampus' → `Task04_Hippocampus.json`)."
+    names = {'hippocampus': 'Task04_Hippocampus'}
+    if isinstance(split, str) and not split.endswith('.json') and '/' not in split: return sample_data(f"splits/{names.get(split, split)}.json")
+    return Path(split)
+
+def read_split(split, items:list)->dict:
+    "Indices into `items` of the subjects a split file names, part by part in the file's order; `items` may hold other subjects too."
+    path = split_path(split)
+    try: parts = json.loads(Path(path).read_text())['subjects']
+    except (OSError, ValueError, KeyError, TypeError) as e: raise DataError(f"{path}: not a split file ({type(e).__name__}: {e})") from None
+    where = {}
+    for i, it in enumerate(items): where.setdefault(subject_of(it), []).append(i)
+    missing = [s for p in SPLIT_PARTS for s in parts.get(p, []) if s not in where]
+    if missing: raise DataError(f"{path}: {len(missing)} of its subjects are not among the {len(where)} given (first: {', '.join(missing[:3])}); "
+                                "is this the data set the split was made for?")
+    return {p: [i for s in parts[p] for i in where[s]] for p in SPLIT_PARTS}
+
+def save_split(split:dict, items:list, path, **meta)->Path:
+    "Write `split` (indices into `items`, as `fixed_split` gives) as subject IDs, with `meta`, so that `read_split` finds the same subjects in any copy of the data."
+    ids = {p: list(dict.fromkeys(subject_of(items[i]) for i in split[p])) for p in SPLIT_PARTS}
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**meta, 'subjects': ids}, indent=1) + '\n')
+    return path
+
 def fixed_split(
     items:list,             # labelled items (Decathlon)
     n_test:int=40,          # test subjects
     n_valid:int=10,         # validation subjects (model selection)
     seed:int=0,
+    split=None,             # a split file (path, or a bundled name such as 'hippocampus'): its subjects, wherever they are in `items`
 )->dict:                    # indices: test, valid, train (label budgets come from here), pretrain (= valid + train)
-    "A fixed subject-wise split for data-efficiency experiments."
+    "A fixed subject-wise split for data-efficiency experiments: drawn from `items` with `seed`, or read from a split file."
+    if split is not None: return read_split(split, items)
     n_sub = len({subject_of(it) for it in items})
     if n_test + n_valid >= n_sub: raise ValueError(f"{n_test} test + {n_valid} validation subjects leave none to train on (of {n_sub})")
     pool, test = subject_split(items, valid_pct=n_test / n_sub, seed=seed)
     tr, va = subject_split([items[i] for i in pool], valid_pct=n_valid / (n_sub - n_test), seed=seed + 1)
     return {'test': test, 'valid': [pool[i] for i in va], 'train': [pool[i] for i in tr], 'pretrain': sorted(pool)}
-
 
 # %% ../nbs/24_experiments.ipynb #52af7d1a
 def _shown(learn, progress:bool):
@@ -54,10 +84,10 @@ def pretrain_setup(
                                # preset such as 'paper-24g': the paper's, fitted to 24 GiB (`memory.card_preset`)
     pre:Preprocess=None,       # preprocessing (default: the preset's normalisation)
     seed:int=0,
-    encoder:nn.Module=None,    # default: the task's own encoder (`Task.encoder`) at the preset's width
+    encoder:nn.Module=None,    # default: the task's own encoder (Task.encoder) at the preset's width
     steps_per_epoch:int=50,    # optimisation steps (with accumulation, each of `accum` pieces)
-    checkpoint=None,           # write a `Checkpoint` here after every epoch
-    resume:bool=False,         # continue from `checkpoint` if it exists (read, and checked, here)
+    checkpoint=None,           # write a Checkpoint here after every epoch
+    resume:bool=False,         # continue from checkpoint if it exists (read, and checked, here)
     precision:str='auto',      # 'bf16' or 'fp16': mixed precision (GPU); 'auto': bf16 on a GPU that has it, fp32 elsewhere
     channels_last:bool=False,  # channels-last 3D tensors
     **overrides,               # preset settings (bs, crop, lr, width_mult, norm, fit, accum, checkpointing) or task parameters (n_perms, …)
@@ -92,11 +122,11 @@ def pretrain_encoder(
     pre:Preprocess=None,       # preprocessing (default: the preset's normalisation)
     preset:str='cpu',          # the task's preset: crop, batch, learning rate, width, normalisation, fit, task parameters
     seed:int=0,
-    encoder:nn.Module=None,    # default: the task's own encoder (`Task.encoder`) at the preset's width
+    encoder:nn.Module=None,    # default: the task's own encoder (Task.encoder) at the preset's width
     steps_per_epoch:int=50,
     bs:int=None, crop:int=None, lr:float=None, width_mult:float=None,   # override the preset's
-    checkpoint=None,           # write a `Checkpoint` here after every epoch
-    resume:bool=False,         # continue from `checkpoint` if it exists
+    checkpoint=None,           # write a Checkpoint here after every epoch
+    resume:bool=False,         # continue from checkpoint if it exists
     progress:bool=False,       # show fastai's progress bar and per-epoch table
     precision:str='auto',      # 'bf16' or 'fp16': mixed precision (GPU); 'auto': bf16 on a GPU that has it, fp32 elsewhere
     channels_last:bool=False,  # channels-last 3D tensors
@@ -113,27 +143,27 @@ def pretrain_encoder(
 # %% ../nbs/24_experiments.ipynb #ba6ed85f
 def finetune_run(
     encoder,                   # encoder file or None (scratch)
-    train:list, valid:list, test:list,   # `Scan`s
+    train:list, valid:list, test:list,   # Scans
     n_classes:int,
     steps:int=400,             # optimisation steps, warm-up included
     steps_per_epoch:int=25,
     lr:float=3e-3,
     warmup:int=2,              # epochs with the encoder frozen
-    mode:str='warmup',         # see `fit_finetune`
+    mode:str='warmup',         # see fit_finetune
     lr_mult:float=10,          # after warm-up the encoder learns at lr / lr_mult
     decoder:str='unet',
     decoder_weights='random',  # 'random', or 'from-encoder': the U-Net decoder saved with the encoder (masked image modelling)
     arch:str='resunet',        # a fresh encoder's architecture (scratch): 'resunet' or 'vgg'
     size=32, bs:int=4,
-    fg_prob:float=0.,          # share of training crops centred on a labelled voxel (`seg_dls`)
-    augment=True,              # True or 'light', 'nnunet', 'nnunet-elastic' (`AUGMENTS`), a dict of `SegAugment` settings, or False
+    fg_prob:float=0.,          # share of training crops centred on a labelled voxel (seg_dls)
+    augment=True,              # True or 'light', 'nnunet', 'nnunet-elastic' (`AUGMENTS`), a dict of SegAugment settings, or False
     flip_axes=(0,),            # axes that may be mirrored (left–right for the hippocampus)
     seed:int=0,
     class_names=None,
     regions:bool=False,        # also score the BraTS regions WT/TC/ET (`dice_WT`, …)
     spatial_dims:int=None,     # 2: a 2D model on axial slices (default: the encoder file's, else 3)
-    checkpoint=None,           # write a `Checkpoint` here after every epoch
-    resume:bool=False,         # continue from `checkpoint` if it exists
+    checkpoint=None,           # write a Checkpoint here after every epoch
+    resume:bool=False,         # continue from checkpoint if it exists
     save=None,                 # write the fine-tuned model (best epoch) here, with `meta` and the history
     meta:dict=None,
     progress:bool=False,       # show fastai's progress bar and per-epoch table
@@ -183,14 +213,14 @@ def history_path(csv)->Path:
 # %% ../nbs/24_experiments.ipynb #36172fdb
 def data_efficiency(
     methods:dict,              # name → encoder file, None (scratch), or a dict of `run` arguments (e.g. {'encoder': None, 'spatial_dims': 2})
-    scans:list,                # all labelled `Scan`s
-    split:dict,                # from `fixed_split`
+    scans:list,                # all labelled Scans
+    split:dict,                # from fixed_split
     budgets=(1, 2, 5),         # labelled training subjects
     seeds=(0, 1, 2),
     csv=None,                  # results file (appended, resumed); history goes next to it
     n_classes:int=None,
     verbose:bool=True,
-    run=None,                  # `finetune_run` (segmentation, default) or `classify_run`
+    run=None,                  # finetune_run (segmentation, default) or classify_run
     **kwargs,                  # passed to `run`
 ):
     "Run every method × budget × seed; a `DataFrame` with one row per run (mean Dice over the test scans, per class, timings)."
@@ -231,7 +261,7 @@ def with_validation(csv)->'pd.DataFrame':
 
 # %% ../nbs/24_experiments.ipynb #324aa6f1
 def structure_patches(
-    scans:list,                # labelled `Scan`s
+    scans:list,                # labelled Scans
     size:int=16,               # patch side
     per_class:int=32,          # patches per class and scan
     seed:int=0,

@@ -105,7 +105,7 @@ def _unpack(archive, src:DataSource, dest_root:Path)->Path:
 
 # %% ../nbs/01a_external.ipynb #e7b09487
 def get_dataset(
-    name,                   # a key of `DATASETS`, or a `DataSource`
+    name,                   # a key of `DATASETS`, or a DataSource
     data_dir=None,          # look here first (default: `$SSL3D_DATA`)
     download:bool=True,     # download when no copy is found?
 )->Path:                    # the data set's folder

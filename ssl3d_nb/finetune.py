@@ -120,7 +120,7 @@ def pretrained_decoder(encoder, decoder_weights='random')->dict|None:
 
 def transfer_decoder(
     model:SegModel,           # a U-Net segmentation model
-    state:dict,               # a pretrained `UNetDecoder`'s weights (`load_decoder_state`)
+    state:dict,               # a pretrained UNetDecoder's weights (load_decoder_state)
     source='the pretrained decoder',  # what to name in an error
 )->SegModel:
     "Copy `state` into `model`'s U-Net decoder, all but the class head (in place); any mismatch is a `DataError`."
@@ -139,8 +139,8 @@ def transfer_decoder(
 
 # %% ../nbs/23_finetune.ipynb #d7b255cc
 def seg_dls(
-    train:list,                # `Scan`s with labels to train on
-    valid:list,                # `Scan`s with labels to validate on (whole scans)
+    train:list,                # Scans with labels to train on
+    valid:list,                # Scans with labels to validate on (whole scans)
     size=32,                   # training crop size (int or per axis), a multiple of 16 for five levels
     bs:int=4,
     steps_per_epoch:int=25,    # optimisation steps in one epoch
@@ -265,7 +265,7 @@ class SegAugment(Callback):
                  gamma=None,            # (lo, hi): each crop, with probability 0.3, gets its intensities (rescaled to 0…1) raised to a power in the range
                  noise:float=0.,        # with probability 0.1, Gaussian noise of a standard deviation up to this (z-scored intensities)
                  blur=None,             # (lo, hi): with probability 0.2, a Gaussian blur of a sigma (voxels) in the range
-                 deform:float=0.,       # with probability `p`, a smooth deformation of this many voxels (`smooth_field`)
+                 deform:float=0.,       # with probability `p`, a smooth deformation of this many voxels (smooth_field)
                  seed:int=0):
         store_attr()
     @classmethod
@@ -429,11 +429,11 @@ def segment(model:nn.Module, x, **kwargs)->torch.Tensor:
 # %% ../nbs/23_finetune.ipynb #ab022b2f
 def evaluate(
     model:nn.Module,
-    scans:list,                # `Scan`s with labels
+    scans:list,                # Scans with labels
     n_classes:int=None,        # default: the model's
     class_names=None,          # names of classes 1…
     regions:bool=False,        # add the BraTS WT/TC/ET Dice
-    **kwargs,                  # passed to `predict_volume` (roi, overlap, …)
+    **kwargs,                  # passed to predict_volume (roi, overlap, …)
 ):
     "Segment every scan and score it: a `DataFrame` with one row per scan, Dice per class, `mean_dice` and `miou` (background excluded)."
     import pandas as pd
@@ -485,11 +485,11 @@ def label_image(scores, affine)->'nib.Nifti1Image':
 
 def predict_scan(
     model:nn.Module,
-    scan,                      # a `Scan` loaded with `pre` (its `meta` knows the way back to the file)
-    pre,                       # the `Preprocess` the scan went through: the model's (`load_model`'s meta)
+    scan,                      # a Scan loaded with `pre` (its `meta` knows the way back to the file)
+    pre,                       # the Preprocess the scan went through: the model's (load_model's meta)
     tta_axes=(),               # spatial axes to mirror for test-time augmentation (the model's `flip_axes`)
     probabilities:bool=False,  # return the class scores `(*S, K)` instead of the label map
-    **kwargs,                  # passed to `predict_volume` (roi, overlap, bs)
+    **kwargs,                  # passed to predict_volume (roi, overlap, bs)
 )->'nib.Nifti1Image':
     "A fine-tuned model's segmentation of `scan`, as a NIfTI image in the space of the file it was read from."
     import nibabel as nib

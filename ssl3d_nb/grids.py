@@ -64,7 +64,7 @@ def grid_starts(
 # %% ../nbs/04_grids.ipynb #510993be
 def gather_cells(
     x,        # batch `(B, C, *S)`
-    starts,   # (B, n, nd) start voxels, as from `grid_starts`
+    starts,   # (B, n, nd) start voxels, as from grid_starts
     cell,     # cell size per axis
 )->torch.Tensor:  # (B, n, C, *cell)
     "The blocks of size `cell` at `starts` of every sample of `x`: one indexing operation on a GPU, block copies on a CPU."

@@ -59,7 +59,7 @@ def saved_for_backward(
         xs, ys = [fake(t) for t in listify(inputs)], [fake(t) for t in listify(targets)]
         size, owners, held, stack = {}, {}, set(), []
         def key(t): s = t.untyped_storage(); size[s._cdata] = s.nbytes(); return s._cdata
-        weights = {key(p) for p in model.parameters()}                  # counted apart (`training_memory`)
+        weights = {key(p) for p in model.parameters()}                  # counted apart (training_memory)
         def pack(t):
             if (k := key(t)) not in weights: owners.setdefault(k, set()).add(stack[0] if stack else None)
             return t
@@ -84,7 +84,7 @@ def saved_for_backward(
 
 # %% ../nbs/20a_memory.ipynb #355f067b
 def training_memory(
-    task,                  # a `Task` or its name
+    task,                  # a Task or its name
     preset:str='cpu',
     precision:str='fp32',  # 'bf16' or 'fp16': mixed precision, traced with CUDA's autocast rules; 'auto': what a run here would use
     in_channels:int=1,
@@ -167,14 +167,14 @@ def checkpoint_units(model:nn.Module, kinds=UNITS)->list:
 
 # %% ../nbs/20a_memory.ipynb #aaf5597d
 def fitting_settings(
-    task,                  # a `Task` or its name
+    task,                  # a Task or its name
     gib:float,             # memory of the card (GiB)
     preset:str='paper',
     precision:str='fp32',
     headroom:float=0.9,    # share of `gib` the estimate may fill (the allocator's caches and fragmentation, CUDA's context)
     in_channels:int=1,
     **overrides,
-)->dict:                   # `training_memory` of the settings chosen
+)->dict:                   # training_memory of the settings chosen
     """`preset` changed as little as it must be to fit `gib`: as it is; else with activation checkpointing; else cut into the fewest
     pieces of gradient accumulation (with checkpointing if that is what fits) — the batch, and so the paper's effective batch, kept."""
     overrides = {k: v for k, v in overrides.items() if k not in ('accum', 'checkpointing')}     # these are what is chosen here
@@ -201,7 +201,7 @@ def check_memory(
     device=None,           # default: the GPU if there is one
     in_channels:int=1,
     **overrides,
-)->dict:                   # `training_memory`, with `device` and the GiB `available` there
+)->dict:                   # training_memory, with `device` and the GiB `available` there
     "`training_memory` of a run, or — where it needs more than `device` has free — an error naming the card preset that fits."
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     precision = resolve_precision(precision, dev)

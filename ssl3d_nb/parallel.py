@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 from torch import nn
+import ssl3d_nb.core                 # first: it quiets the warning fastai's import gives under torch 2.14
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.optimizer import Optimizer, Adam, weight_decay, average_grad, average_sqr_grad, step_stat, adam_step, debias
@@ -135,7 +136,7 @@ def resolve_precision(precision:str='auto', device=None)->str:
     return 'bf16' if dev.type == 'cuda' and torch.cuda.is_bf16_supported() else 'fp32'
 
 def speedups(learn:Learner, precision:str='auto', channels_last:bool=None,
-             foreach:bool=True,       # fastai's `Adam` becomes `ForeachAdam`: the same numbers, a few calls per step instead of a loop over tensors
+             foreach:bool=True,       # fastai's `Adam` becomes ForeachAdam: the same numbers, a few calls per step instead of a loop over tensors
             )->Learner:
     "Mixed precision (`bf16`/`fp16`, on a GPU; 'auto': bf16 where it can), channels-last 3D tensors (default: on a CPU) and the multi-tensor Adam for `learn`."
     dev = torch.device(learn.dls.device or 'cpu')

@@ -66,7 +66,7 @@ def resample(
     x,                # image `(C,*S)` or label map `(*S)`
     spacing,          # current voxel size per spatial axis (mm)
     new_spacing,      # wanted voxel size (one number or one per axis)
-    mode:str=None,    # as in `resize`
+    mode:str=None,    # as in resize
 )->tuple:             # (resampled tensor, actual new spacing)
     "Resample `x` from `spacing` to (about) `new_spacing`."
     nd = _nd(x, not torch.is_floating_point(x))

@@ -22,7 +22,7 @@ def _module_notebooks() -> dict:
     return out
 
 MODULE_NBS = _module_notebooks()
-FIGURE_NBS = [nb for nb, mod in MODULE_NBS.items() if mod != 'cli' and not mod.endswith('__init__')]   # every lesson shows its component on a real scan
+FIGURE_NBS = [nb for nb, mod in MODULE_NBS.items() if mod not in ('cli', 'docs') and not mod.endswith('__init__')]   # every lesson shows its component on a real scan (the command line and the docs build are no lessons)
 
 
 @pytest.fixture(scope='module')
@@ -100,3 +100,54 @@ def test_reproduction_pages_hold_results(site, nb):
 def test_index_page(site):
     text = re.sub(r'<[^>]+>', '', (site/'html/index.html').read_text())
     assert 'make demo' in text and 'make test' in text
+
+
+# What a reader of the pages must not meet (each check reads the committed notebooks, whose outputs the pages show).
+ALL_NBS = sorted(p for p in (ROOT/'nbs').rglob('*.ipynb') if not any(part.startswith(('.', '_')) for part in p.relative_to(ROOT/'nbs').parts))
+
+def _cells(nb):
+    return json.loads(nb.read_text())['cells']
+
+def _output_text(o):
+    return ''.join(o.get('text', '')) + ''.join(''.join(v) for k, v in o.get('data', {}).items() if k.startswith('text/'))
+
+
+@pytest.mark.parametrize('nb', ALL_NBS, ids=lambda p: str(p.relative_to(ROOT/'nbs')))
+def test_notebook_reads_cleanly(nb):
+    "No file outside the repository cited, no local path in an output, no stray matplotlib return value, no cell that rewrites the package."
+    name = nb.relative_to(ROOT/'nbs')
+    for c in _cells(nb):
+        src = ''.join(c['source'])
+        assert not re.search(r'\b(DESIGN|DATA|PAPERS|STYLE)\.md\b|\.\./shared\b', src), \
+            f"{name} cell {c.get('id')} cites a file outside the repository: {src[:120]!r}"
+        if c['cell_type'] != 'code': continue
+        assert not re.search(r'nbdev_export\(', src), \
+            f"{name} cell {c.get('id')} runs nbdev_export: running all cells would rewrite the package (run `nbdev_export` in a shell)"
+        for o in c.get('outputs', []):
+            text = _output_text(o)
+            m = re.search(r'(?:/work/|/root/|/home/\w+/|/tmp/|/private/var/|[A-Z]:\\Users\\)\S*', text)
+            assert not m, f"{name} cell {c.get('id')} shows a local path in its output: {m.group(0)!r}"
+            if o['output_type'] == 'execute_result':
+                plain = ''.join(o.get('data', {}).get('text/plain', ''))
+                assert not re.match(r'\[?(?:Text\(|<Axes|<matplotlib|<Figure|<mpl_toolkits)', plain), \
+                    f"{name} cell {c.get('id')} shows a stray return value {plain[:60]!r} (end the line with ';')"
+
+
+@pytest.mark.parametrize('nb', sorted(MODULE_NBS))
+def test_signatures_hold_no_raw_links(site, nb):
+    "A name in backticks inside a signature's comment becomes a markdown link that the code block shows raw."
+    html = (site/'html'/f'{nb}.html').read_text()
+    for pre in re.findall(r'<pre>(.*?)</pre>', html, re.S):
+        text = re.sub(r'<[^>]+>', '', pre)
+        m = re.search(r'\[[^\]]*\]\(https?://[^)]*\)', text)
+        assert not m, f"{nb}.html shows a raw markdown link in a code block: {m.group(0)!r}"
+
+
+@pytest.mark.parametrize('nb,mod', MODULE_NBS.items())
+def test_api_entries_in_source_order(site, nb, mod):
+    "The API entries of a page follow the module's source (nbdev inserts those of one cell last first; `docs.show_docs_in_order` mends it)."
+    html = (site/'html'/f'{nb}.html').read_text()
+    m = importlib.import_module(f'ssl3d_nb.{mod}'.removesuffix('.__init__'))
+    order = [n for n in m.__all__ if re.search(rf'<h3 id="{re.escape(n)}">', html)]
+    found = sorted(order, key=lambda n: html.index(f'<h3 id="{n}">'))
+    assert found == order, f"{nb}.html lists its API out of source order: {found} (source: {order})"

@@ -13,7 +13,7 @@ from ssl3d_nb.experiments import fixed_split, pretrain_setup, pretrain_fit, fine
 from ssl3d_nb.tasks.mim import block_mask, masked_mse, visible_mean_mse
 from ssl3d_nb.core import get_generator
 items = load_decathlon(Path(os.environ['SSL3D_DATA'])/'Task04_Hippocampus')
-split = fixed_split(items, n_test=40, n_valid=10, seed=0)
+split = fixed_split(items, split='hippocampus')
 say(torch.cuda.get_device_name(), len(items), 'scans;', {k: len(v) for k, v in split.items()})
 steps = int(os.environ.get('MIM_STEPS', 2000))
 learn, p = pretrain_setup('mim', unlabeled([items[i] for i in split['pretrain']]), 'cpu', seed=0, steps_per_epoch=100, bs=32, crop=32)

@@ -232,11 +232,12 @@ def _in_channels(dls)->int:
 # %% ../../nbs/10_tasks.core.ipynb #2d1803db
 @delegates(Learner.__init__, but=['model', 'loss_func', 'splitter'])
 def pretrain_learner(
-    task,                      # a `Task` or its name in `TASKS`
+    task,                      # a Task or its name in `TASKS`
     dls,                       # `DataLoaders` of scans, batches `(x,)`
     encoder:nn.Module=None,    # the encoder to pretrain (default: the task's, sized by `width_mult`)
     width_mult:float=0.25,     # width of the default encoder (0.25: the CPU preset; 1: the paper's widths)
-    seed:int=0,                # seed of the sample makers
+    seed:int|None=0,           # seed of the run: set_seed before a new encoder and the head are made (their weights, dropout), and the
+                               # sample makers; the loaders' crops and order come from their own seed (scan_dls). None: the global state as it is
     cbs=None,                  # more callbacks
     **kwargs,
 )->Learner:
@@ -244,6 +245,7 @@ def pretrain_learner(
     task = get_task(task)
     _check_batches(task, dls); _check_size(task, dls)
     keep_freed_memory()                                   # batches are tens of MB: reuse freed memory (see `core`)
+    if seed is not None: set_seed(seed)
     in_ch = _in_channels(dls)
     encoder = encoder if encoder is not None else task.encoder(in_ch, width_mult)
     if getattr(encoder, 'in_channels', in_ch) != in_ch:
@@ -258,7 +260,7 @@ def pretrain_learner(
 
 # %% ../../nbs/10_tasks.core.ipynb #61209931
 def pretrain_dls(
-    task,                      # a `Task` or its name in `TASKS`
+    task,                      # a Task or its name in `TASKS`
     items:list,                # scans (their labels are not read)
     preset:str='cpu',          # the task's preset
     pre:Preprocess=None,       # preprocessing (default: the preset's `norm`)
@@ -266,7 +268,7 @@ def pretrain_dls(
     seed:int=0,
     samples_per_scan:int=1,    # crops per scan and epoch
     steps_per_epoch:int=None,  # or: training epochs of this many batches (scans repeated as needed)
-    mask:bool=False,           # append a filler-mask channel (`ScanDL`)
+    mask:bool=False,           # append a filler-mask channel (ScanDL)
     device=None,
     **overrides,               # preset settings or task parameters to change
 )->tuple:                      # (task, DataLoaders, settings)
@@ -289,7 +291,7 @@ def save_pretrained(learn:Learner, path, preprocess=None, overwrite:bool=False, 
 
 # %% ../../nbs/10_tasks.core.ipynb #c5bb6d7f
 def preset_table(
-    task,                  # a `Task` or its name
+    task,                  # a Task or its name
     why:dict,              # setting → why the cpu preset differs from the paper's
     also:dict=None,        # setting → (here, the paper, why): departures of both presets
 )->'pd.DataFrame':

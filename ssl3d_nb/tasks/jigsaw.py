@@ -25,7 +25,7 @@ class Jigsaw(GridTask):
                  jitter:int=3,            # random shift of each cell, voxels per side
                  gap:int=0,               # voxels between cell slots
                  n_perms:int=100,         # P, the number of classes
-                 criterion:str='max-min', # how the permutations are chosen (`hamming_permutations`)
+                 criterion:str='max-min', # how the permutations are chosen (hamming_permutations)
                  seed:int=0,              # seed of the permutation set
                  min_cell:int=8,          # smallest cell size accepted
                  embed:int=None,          # each cell's features → this many by one shared linear layer (None: as they are)

@@ -41,7 +41,7 @@ def _inputs(t, nd):
     return t.reshape(t.shape[0], -1, *t.shape[-(nd + 1):])
 
 def probe_draws(
-    task,                 # a `Task` (with `probe_targets`)
+    task,                 # a Task (with `probe_targets`)
     dl,                   # a loader of crops with a filler-mask channel last (`ScanDL(mask=True)`)
     n:int,                # samples to draw (at least)
     seed:int=0,           # seed of the sample maker's draws
@@ -130,7 +130,7 @@ def probe_table(
     settings:dict,         # label → preset overrides, e.g. {'before': dict(fit='pad', cell_norm=False), 'now': {}}
     csv=None,              # results file: rows found there are not measured again
     sets=(('filler',), ('intensity',), ('filler', 'intensity'), ('tissue',)),   # cue sets, each fitted on its own
-    **kwargs,              # passed to `shortcut_probe`
+    **kwargs,              # passed to shortcut_probe
 )->'pd.DataFrame':
     "`shortcut_probe` for every task under every setting (overrides a task does not take are left out), kept in and resumed from `csv`."
     import pandas as pd

@@ -60,7 +60,7 @@ def transfer(name, describe, evals, csv):
 
 def main(steps):
     items = load_decathlon(get_dataset('hippocampus'))
-    split = fixed_split(items)
+    split = fixed_split(items, split='hippocampus')
     pool = [items[i] for i in split['pretrain']]
     evals = load_scans([items[i] for i in sorted(split['test'])], Preprocess(norm='zscore'))
     encs = pretrain(pool, steps)

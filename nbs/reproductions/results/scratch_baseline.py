@@ -24,7 +24,7 @@ CONFIGS = {f'{aug}-{steps}' + ('' if lr == 3e-3 else f'-lr{lr:g}'): dict(augment
 
 def main(budgets=(1,), seeds=(0, 1, 2), names=('light-400', 'light-1600', 'nnunet-400', 'nnunet-1600')):
     items = load_decathlon(get_dataset('hippocampus'))
-    split = fixed_split(items)                                        # 40 test, 10 validation, 80 training subjects
+    split = fixed_split(items, split='hippocampus')                                        # 40 test, 10 validation, 80 training subjects
     scans = load_scans(items, Preprocess(norm='zscore'))
     for name in names:
         t0 = time.time()

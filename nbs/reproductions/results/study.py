@@ -63,7 +63,7 @@ COMMON = dict(n_classes=3, class_names=['anterior', 'posterior'], verbose=True)
 
 def setup():
     items = load_decathlon(get_dataset('hippocampus'))
-    split = fixed_split(items)
+    split = fixed_split(items, split='hippocampus')
     return items, split, load_scans(items, Preprocess(norm='zscore'))
 
 def encoders(tasks):
