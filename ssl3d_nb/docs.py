@@ -4,18 +4,29 @@
 
 # %% ../nbs/91_docs.ipynb #0253087e
 from __future__ import annotations
+import re
 from nbdev.process import Processor
+from nbdev.processors import _want_doc, _def_names      # nbdev's own tests of which cells get entries, and of their names
 
 # %% auto #0
 __all__ = ['show_docs_in_order']
 
 # %% ../nbs/91_docs.ipynb #ef46da2a
 class show_docs_in_order(Processor):
-    "Put the API entries `add_show_docs` made for a cell back in the order the cell defines them (it inserts them last first)."
+    "Put the API entries `add_show_docs` made back in the order the notebook defines them (it inserts a cell's entries last first)."
+    def __init__(self, nb):
+        super().__init__(nb)                 # made before any processor runs: the exported cells are still there to read
+        self.order = {}
+        for c in nb.cells:
+            if _want_doc(c):
+                for name in _def_names(c, set()): self.order.setdefault(name, len(self.order))
+    def _key(self, cell):
+        m = re.search(r'^show_doc\(([\w.]+)', cell.source, re.M)
+        return self.order.get(m.group(1) if m else None, len(self.order))
     def end(self):
         cells, i = self.nb.cells, 0
         while i < len(cells):
             j = i
-            while j < len(cells) and cells[j].get('has_sd'): j += 1     # a run of generated entries: one cell's, in reverse
-            if j > i: cells[i:j] = cells[i:j][::-1]
+            while j < len(cells) and cells[j].get('has_sd'): j += 1    # generated entries; once the exported cells are gone, a run
+            if j > i: cells[i:j] = sorted(cells[i:j], key=self._key)   # can hold the entries of several cells
             i = max(j, i + 1)
