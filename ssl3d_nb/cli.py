@@ -198,7 +198,7 @@ def pretrain(
     items = check_headers(find_scans(data))
     _lib()
     from ssl3d_nb.tasks import TASKS
-    from ssl3d_nb.experiments import pretrain_setup, pretrain_fit
+    from ssl3d_nb.experiments import pretrain_setup, pretrain_fit, pretrain_report
     from ssl3d_nb.memory import card_preset, check_memory
     precision = resolve_precision(precision)      # as the run will: recorded so, and a resume on the same machine agrees
     tp = _task_params(params)
@@ -234,6 +234,7 @@ def pretrain(
         hist = pd.DataFrame(meta['history']); hist.insert(0, 'epoch', range(len(hist)))
         if is_main(): write_text(out/'history.csv', hist.to_csv(index=False))
         _say(f"encoder ({type(net).__name__}) written to {enc} ({time.time() - t0:.0f}s); history in {out/'history.csv'}")
+        _say(f"what it learned — {pretrain_report(enc)}")
     return enc
 
 # %% ../nbs/90_cli.ipynb #519bb508
@@ -545,8 +546,8 @@ def features(
 @call_parse
 def demo(
     out:str='ssl3d_demo',     # output folder (encoder.pth, config.json, history.csv, results.csv)
-    task:str='rpl',           # proxy task to pretrain with
-    epochs:int=4,             # pretraining epochs of `steps` steps
+    task:str='mim',           # proxy task to pretrain with (one that saves its decoder, like mim, is fine-tuned with it)
+    epochs:int=8,             # pretraining epochs of `steps` steps
     steps:int=25,             # pretraining steps per epoch
     finetune_epochs:int=16,   # fine-tuning epochs of 25 steps, the whole network trained from the start
     seeds:int=3,              # fine-tuning seeds per method (seed, seed+1, …): the spread, and a paired interval for the difference
@@ -557,7 +558,8 @@ def demo(
     _tasks(task); _positive(epochs=epochs, steps=steps, finetune_epochs=finetune_epochs, seeds=seeds)
     _lib()
     from ssl3d_nb.external import sample_data
-    from ssl3d_nb.experiments import pretrain_encoder, finetune_run, paired_gain
+    from ssl3d_nb.experiments import pretrain_encoder, pretrain_report, finetune_run, paired_gain
+    from ssl3d_nb.models import load_encoder
     from ssl3d_nb.data import load_scans
     import pandas as pd
     root = sample_data()
@@ -572,13 +574,16 @@ def demo(
         print(f"1/3 pretraining {task} on the {len(items)} bundled scans (labels ignored): {epochs} epochs × {steps} steps")
         enc = pretrain_encoder(task, items, out/'encoder.pth', steps=epochs * steps, steps_per_epoch=steps, seed=seed,
                                checkpoint=out/'checkpoint.pth', progress=True)
+        print(f"what the pretraining learned — {pretrain_report(enc)}")
+        decoder = 'from-encoder' if load_encoder(enc)[1].get('with_decoder') else 'random'      # the study's best use of a decoder
         scans = load_scans([left, right], Preprocess(norm='zscore'))
         rows, hists = [], []
         for i, (name, e) in enumerate((('scratch', None), (task, enc))):
             for s in range(seed, seed + seeds):
-                print(f"\n{i + 2}/3 {'training from scratch' if e is None else 'fine-tuning the ' + task + ' encoder'} on {left['id']}, seed {s}")
+                print(f"\n{i + 2}/3 {'training from scratch' if e is None else 'fine-tuning the ' + task + ' encoder' + (' and its decoder' if decoder != 'random' else '')} on {left['id']}, seed {s}")
                 row, hist = finetune_run(e, [scans[0]], [scans[0]], [scans[1]], len(names) + 1, steps=finetune_epochs * 25, seed=s,
-                                         class_names=names, flip_axes=(0,), mode='unfrozen', progress=True)   # flips: the test side is the mirror
+                                         class_names=names, flip_axes=(0,), mode='unfrozen', progress=True,   # flips: the test side is the mirror
+                                         decoder_weights='random' if e is None else decoder)
                 rows.append({'method': name, 'budget': 1, 'seed': s, **row}); hists.append(hist.assign(method=name, seed=s))
         res = pd.DataFrame(rows)
         write_text(out/'results.csv', res.to_csv(index=False)); write_text(out/'history.csv', pd.concat(hists).to_csv(index=False))

@@ -17,14 +17,14 @@ from .models import load_encoder
 from .checkpoint import Checkpoint
 from .parallel import data_parallel, speedups, is_main, barrier, resolve_precision
 from fastai.torch_core import num_distrib
-from .tasks import pretrain_learner, pretrain_dls, save_pretrained
+from .tasks import pretrain_learner, pretrain_dls, save_pretrained, get_task
 from .memory import Accumulate, checkpoint_units, card_preset
 from .finetune import seg_dls, finetune_learner, pretrained_decoder, fit_finetune, evaluate, SegAugment, History, KeepBest, slices, save_model
 
 # %% auto #0
-__all__ = ['SPLIT_PARTS', 'split_path', 'read_split', 'save_split', 'fixed_split', 'pretrain_setup', 'pretrain_fit',
-           'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency', 'with_validation',
-           'structure_patches', 'classify_run', 'mean_interval', 'detectable_gain', 'summary_table',
+__all__ = ['SPLIT_PARTS', 'split_path', 'read_split', 'save_split', 'fixed_split', 'split_items', 'pretrain_setup',
+           'pretrain_fit', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency', 'pretrain_report',
+           'with_validation', 'structure_patches', 'classify_run', 'mean_interval', 'detectable_gain', 'summary_table',
            'plot_data_efficiency', 'plot_convergence', 'paired_gain', 'plot_gain']
 
 # %% ../nbs/24_experiments.ipynb #d73cca32
@@ -43,7 +43,7 @@ def read_split(split, items:list)->dict:
     except (OSError, ValueError, KeyError, TypeError) as e: raise DataError(f"{path}: not a split file ({type(e).__name__}: {e})") from None
     where = {}
     for i, it in enumerate(items): where.setdefault(subject_of(it), []).append(i)
-    missing = [s for p in SPLIT_PARTS for s in parts.get(p, []) if s not in where]
+    missing = list(dict.fromkeys(s for p in SPLIT_PARTS for s in parts.get(p, []) if s not in where))   # 'pretrain' repeats valid + train
     if missing: raise DataError(f"{path}: {len(missing)} of its subjects are not among the {len(where)} given (first: {', '.join(missing[:3])}); "
                                 "is this the data set the split was made for?")
     return {p: [i for s in parts[p] for i in where[s]] for p in SPLIT_PARTS}
@@ -69,6 +69,12 @@ def fixed_split(
     pool, test = subject_split(items, valid_pct=n_test / n_sub, seed=seed)
     tr, va = subject_split([items[i] for i in pool], valid_pct=n_valid / (n_sub - n_test), seed=seed + 1)
     return {'test': test, 'valid': [pool[i] for i in va], 'train': [pool[i] for i in tr], 'pretrain': sorted(pool)}
+
+# %% ../nbs/24_experiments.ipynb #7fc691dd
+def split_items(items:list, split='hippocampus')->list:
+    "The items of the subjects a split file names, sorted by subject ID: the data set the split was made on, from any copy that holds it."
+    keep = {subject_of(items[i]) for part in read_split(split, items).values() for i in part}
+    return sorted((it for it in items if subject_of(it) in keep), key=subject_of)
 
 # %% ../nbs/24_experiments.ipynb #52af7d1a
 def _shown(learn, progress:bool):
@@ -251,6 +257,25 @@ def data_efficiency(
     out = out.astype({'budget': int, 'seed': int})
     asked = out['method'].isin(list(methods)) & out['budget'].isin(budgets) & out['seed'].isin(seeds)
     return out[asked].reset_index(drop=True)        # the file may hold other runs: return only the ones asked for
+
+# %% ../nbs/24_experiments.ipynb #48d9de4f
+def _chance(task:str, config:dict)->float|None:
+    "Chance accuracy of a task that classifies into one of n classes (rpl, rotation, jigsaw and their 2D versions); None for the others."
+    t = get_task(task)
+    t = t.variant(**{k: v for k, v in config.items() if k in t.params and k != 'spatial_dims'})
+    n = getattr(t, 'n_classes', None) or getattr(t, 'n_perms', None)
+    return 1 / n if n else None
+
+def pretrain_report(path)->str:
+    "One line on what a pretraining run learned, from its encoder file: each validation score at the first and the last epoch, beside a guess without anatomy."
+    _, meta = load_encoder(path)
+    h = meta.get('history') or []
+    if not h: return f"{Path(path).name}: no training history"
+    first, last = h[0], h[-1]
+    out = [f"{k.replace('_', ' ')} {first[k]:.3f} → {last[k]:.3f}" for k in last if k not in ('train_loss', 'visible_mean_mse')]
+    if 'visible_mean_mse' in last: out.append(f"a guess without anatomy (each crop's visible mean) {last['visible_mean_mse']:.3f}")
+    elif 'accuracy' in last and (c := _chance(meta['task'], meta.get('task_config') or {})): out.append(f"chance {c:.3f}")
+    return f"{meta['task']}, {meta.get('steps')} steps ({len(h)} epoch{'s' * (len(h) > 1)}): " + '; '.join(out)
 
 # %% ../nbs/24_experiments.ipynb #026faaa8
 def with_validation(csv)->'pd.DataFrame':

@@ -90,5 +90,5 @@ def test_a_wheel_installed_outside_the_repository_runs_its_own_demo(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     import pandas as pd, torch
     res = pd.read_csv(work/'demo/results.csv')
-    assert list(res['method']) == ['scratch', 'rpl'] and res['mean_dice'].between(0, 1).all(), res
-    assert torch.load(work/'demo/encoder.pth', weights_only=True)['meta']['task'] == 'rpl'
+    assert list(res['method']) == ['scratch', 'mim'] and res['mean_dice'].between(0, 1).all(), res
+    assert torch.load(work/'demo/encoder.pth', weights_only=True)['meta']['task'] == 'mim'

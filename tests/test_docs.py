@@ -133,6 +133,19 @@ def test_notebook_reads_cleanly(nb):
                     f"{name} cell {c.get('id')} shows a stray return value {plain[:60]!r} (end the line with ';')"
 
 
+DURATION = re.compile(r'\d[\d,.½]*\s*(?:s|seconds?|min|minutes?|hours?)\b|\b(?:a|one|two|three|half an?)\s+(?:second|minute|hour)s?\b|\bseconds\b')
+
+@pytest.mark.parametrize('nb', ALL_NBS, ids=lambda p: str(p.relative_to(ROOT/'nbs')))
+def test_slow_cells_say_how_long(nb):
+    "A reader deciding whether to rerun a `#| slow` cell learns first how long it takes: the markdown just above it gives a duration."
+    name, last_md = nb.relative_to(ROOT/'nbs'), ''
+    for c in _cells(nb):
+        src = ''.join(c['source'])
+        if c['cell_type'] == 'markdown': last_md = src
+        elif re.search(r'^#\|\s*slow', src, re.M):
+            assert DURATION.search(last_md), f"{name} cell {c.get('id')} is slow, and the text above it does not say how long it takes"
+
+
 @pytest.mark.parametrize('nb', sorted(MODULE_NBS))
 def test_signatures_hold_no_raw_links(site, nb):
     "A name in backticks inside a signature's comment becomes a markdown link that the code block shows raw."
