@@ -262,8 +262,7 @@ def data_efficiency(
 def _chance(task:str, config:dict)->float|None:
     "Chance accuracy of a task that classifies into one of n classes (rpl, rotation, jigsaw and their 2D versions); None for the others."
     t = get_task(task)
-    t = t.variant(**{k: v for k, v in config.items() if k in t.params and k != 'spatial_dims'})
-    n = getattr(t, 'n_classes', None) or getattr(t, 'n_perms', None)
+    n = getattr(t.variant(**{k: v for k, v in config.items() if k in t.params}), 'n_classes', None)   # as the run was configured
     return 1 / n if n else None
 
 def pretrain_report(path)->str:

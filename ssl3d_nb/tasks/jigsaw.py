@@ -33,14 +33,16 @@ class Jigsaw(GridTask):
         super().__init__(spatial_dims=spatial_dims, grid=grid, jitter=jitter, gap=gap, n_perms=n_perms,
                          criterion=criterion, seed=seed, min_cell=min_cell, embed=embed, cell_norm=cell_norm)
         self.name = 'jigsaw' if spatial_dims == 3 else 'jigsaw-2d'
+    @property
+    def n_classes(self)->int: return self.n_perms                # one class per permutation
 
     def make(self, x, generator, train=True):
         if self.spatial_dims == 2: x = random_slices(x, generator)
         cells, idx = self.shuffled_cells(x, generator)                                # permute the starts, gather once
         return (cells,), (idx,)
 
-    def head(self, encoder): return ClassifierHead(encoder.out_channels, self.n_perms, n_inputs=self.n_cells, embed=self.embed)
-    def probe_targets(self, targets): return {'permutation': (targets[0], self.n_perms)}
+    def head(self, encoder): return ClassifierHead(encoder.out_channels, self.n_classes, n_inputs=self.n_cells, embed=self.embed)
+    def probe_targets(self, targets): return {'permutation': (targets[0], self.n_classes)}
 
 register_task(Jigsaw(3))
 register_task(Jigsaw(2));
