@@ -4,7 +4,7 @@
 
 # %% ../nbs/09a_checkpoint.ipynb #8ae36bf8
 from __future__ import annotations
-import random
+import random, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -72,6 +72,8 @@ class Checkpoint(Callback):
         self.path = Path(path)
         self.pending = read_run(self.path) if resume and self.path.exists() else None
         self.resumed_from = None if self.pending is None else (self.pending['phase'], self.pending['epoch'], self.pending['done'])
+        self.earlier = float(self.pending.get('seconds', 0.)) if self.pending is not None else 0.   # training time of the legs before this one
+        self._t0 = None
 
     def after_create(self):
         "A checkpoint of another network is refused when the learner is made, before anything is trained or written."
@@ -86,6 +88,11 @@ class Checkpoint(Callback):
     @property
     def phase(self)->str: return getattr(self.learn, 'phase', None) or 'fit'
 
+    @property
+    def seconds(self)->float:
+        "Seconds the run has trained so far, the legs before an interruption included (from its first fit in this process)."
+        return self.earlier + (time.time() - self._t0 if self._t0 is not None else 0.)
+
     def completed(self, phase:str)->bool:
         "Whether a pending checkpoint says `phase` was finished before a later one began (skip its fit)."
         p = self.pending
@@ -98,10 +105,11 @@ class Checkpoint(Callback):
         return {'phase': self.phase, 'epoch': self.epoch, 'done': done, 'phases_done': list(self.phases_done),
                 'model': unwrap(self.learn.model).state_dict(), 'opt': self.learn.opt.state_dict(),
                 'rng': rng_states(self.dls), 'generators': gens, 'callbacks': attrs, 'values': list(self.recorder.values),
-                'smooth_loss': (self.recorder.smooth_loss.count, self.recorder.smooth_loss.val)}
+                'smooth_loss': (self.recorder.smooth_loss.count, self.recorder.smooth_loss.val), 'seconds': self.seconds}
 
     def before_fit(self):
         self.cancelled = False
+        if self._t0 is None: self._t0 = time.time()
         p = self.pending
         self.phases_done = list(p['phases_done']) if p is not None else getattr(self, 'phases_done', [])
         if p is None: return

@@ -109,12 +109,16 @@ def pretrain_setup(
     learn.settings, learn.n_scans, learn.preset, learn.steps_per_epoch, learn.seed = p, len(items), preset, steps_per_epoch, seed
     return learn, p
 
+def _earlier(learn)->float:
+    "Seconds a resumed run trained before this process (its `Checkpoint` keeps them); 0 for a fresh run."
+    return sum(c.earlier for c in learn.cbs.filter(lambda c: isinstance(c, Checkpoint)))
+
 def pretrain_fit(learn, path, epochs:int, progress:bool=False)->Path:
     "Train `pretrain_setup`'s learner for `epochs` (one cycle) and save its encoder with the run's settings and history."
     p, start = learn.settings, time.time()
     with _shown(learn, progress), data_parallel(learn): learn.fit_one_cycle(epochs, p['lr'])
     hist = [dict(zip(learn.recorder.metric_names[1:-1], v)) for v in learn.recorder.values]
-    if is_main(): save_pretrained(learn, path, preprocess=p['preprocessing'], steps=len(hist) * learn.steps_per_epoch, seconds=round(time.time() - start, 1),
+    if is_main(): save_pretrained(learn, path, preprocess=p['preprocessing'], steps=len(hist) * learn.steps_per_epoch, seconds=round(time.time() - start + _earlier(learn), 1),
                                   history=hist, seed=learn.seed, n_scans=learn.n_scans, preset=learn.preset,
                                   settings={k: v for k, v in p.items() if k != 'preprocessing'}, processes=max(1, num_distrib()))
     barrier()
@@ -190,7 +194,7 @@ def finetune_run(
                              channels_last=channels_last)
     start = time.time()
     with _shown(learn, progress), data_parallel(learn): fit_finetune(learn, max(1, steps // steps_per_epoch), lr, warmup=warmup, mode=mode, lr_mult=lr_mult)
-    seconds = time.time() - start
+    seconds = time.time() - start + _earlier(learn)
     hist = learn.cbs.filter(lambda c: isinstance(c, History))[0].df()
     best = learn.cbs.filter(lambda c: isinstance(c, KeepBest))[0].best_epoch
     if save and is_main(): save_model(learn.model, save, **(meta or {}), history=hist.to_dict('records'), best_epoch=best, class_names=class_names,
