@@ -12,7 +12,7 @@ stages
               seeds 0-2, scored on the validation subjects -> protocols-BUDGET.csv (runs the efficiency stage already made are
               copied); the schedule with the best mean validation Dice (over seeds) is each method's protocol
   efficiency  every method with its protocol, and scratch with its own schedule, at --budgets labelled subjects (default
-              1, 2, 5) and seeds 0 … --seeds − 1 -> efficiency-BUDGET.csv
+              1, 2, 5) and seeds 0 … --seeds − 1 -> efficiency-BUDGET.csv (the protocol stage's runs of that protocol are copied)
   frozen      each encoder frozen (group norm included: fastai's freeze leaves only batch norm trainable), only the U-Net
               decoder trained, against an untrained encoder of the same configuration (one per architecture), two labelled
               subjects -> frozen-BUDGET.csv
@@ -179,6 +179,8 @@ def main(a):
             proto = chosen.get(t, a.protocol)
             if proto: methods[f'{t} · {proto}'] = {'encoder': str(p), **base, **schedule(proto, base['steps'])}
             else: print(f"{t}: no protocol chosen yet (run the protocols stage, or give --protocol)", flush=True)
+        # the protocol stage's runs of the schedule a method now uses are the same runs: not made twice
+        if pcsv.exists(): reuse(csv, pcsv, {m: m for m in methods if m != 'scratch'}, budgets=PROTOCOL_BUDGETS, seeds=PROTOCOL_SEEDS)
         runs(methods, scans, split, a.budgets, range(a.seeds), csv, clock)   # all methods of a seed and budget together
     elif a.stage == 'frozen':
         runs(frozen_methods(encoders(tasks)), scans, split, (2,), range(a.seeds), OUT/f'frozen-{name}.csv', clock, **base, mode='frozen', lr=3e-3)
