@@ -399,9 +399,10 @@ def plot_convergence(hist, budget:int=None, value:str='mean_dice', ax=None, scra
     import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(5, 3.5))[1]
     h = hist if budget is None else hist[hist['budget'] == budget]
+    colour = {m: f'C{i}' for i, m in enumerate(m for m in hist['method'].unique() if m != scratch)}   # a method keeps its colour on every budget's panel
     for name, g in h.groupby('method', sort=False):
         curve = g.groupby('epoch')[value].mean()
-        ax.plot(curve.index, curve.values, label=name, **(dict(color='k', ls='--', lw=2) if name == scratch else {}))
+        ax.plot(curve.index, curve.values, label=name, **(dict(color='k', ls='--', lw=2) if name == scratch else dict(color=colour[name])))
     ax.set_xlabel('epoch'); ax.set_ylabel(f'validation {_axis_label(value)}')
     if legend: ax.legend(fontsize=8)
     return ax
