@@ -248,9 +248,9 @@ def benchmark_training(
     and, on a GPU, measured by torch's allocator. A step is the whole batch: `accum` pieces where the preset cuts it."""
     import pandas as pd
     from ssl3d_nb.memory import GiB, card_preset, checkpoint_units, training_memory
+    from ssl3d_nb.parallel import check_precision
     device = torch.device(device or x.device)
-    cuda = device.type == 'cuda'
-    if precision != 'fp32' and not cuda: raise ValueError(f"precision {precision} needs a GPU; this benchmark runs on the {device.type.upper()}")
+    cuda, precision = device.type == 'cuda', check_precision(precision, device)
     rows = []
     for name in tasks:
         base, ov = card_preset(name, preset, precision, x.shape[1])

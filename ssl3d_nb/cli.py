@@ -24,7 +24,8 @@ def _lib():
     if 'Preprocess' in g: return
     from ssl3d_nb import preprocess, data, parallel
     for m in (preprocess, data): g.update({k: getattr(m, k) for k in m.__all__})
-    g.update(init_distributed=parallel.init_distributed, is_main=parallel.is_main, barrier=parallel.barrier, resolve_precision=parallel.resolve_precision)
+    g.update(init_distributed=parallel.init_distributed, is_main=parallel.is_main, barrier=parallel.barrier, resolve_precision=parallel.resolve_precision,
+             check_precision=parallel.check_precision)
 
 
 # %% auto #0
@@ -424,8 +425,7 @@ def predict(
     from ssl3d_nb.finetune import load_model, predict_scan, label_image
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"--device {device}: this machine has no GPU that torch can use")
-    precision = resolve_precision(precision, dev)
-    if precision != 'fp32' and dev.type != 'cuda': raise ValueError(f"--precision {precision} needs a GPU; this run is on the CPU (use fp32)")
+    precision = check_precision(precision, dev)
     net, meta = load_model(model)
     pre = Preprocess.from_dict(meta['preprocessing']) if meta.get('preprocessing') else Preprocess(norm='zscore')
     tta_axes = tuple(meta.get('flip_axes', [0])) if tta else ()

@@ -25,7 +25,7 @@ from .finetune import seg_dls, finetune_learner, pretrained_decoder, fit_finetun
 __all__ = ['SPLIT_PARTS', 'split_path', 'read_split', 'save_split', 'fixed_split', 'split_items', 'pretrain_setup',
            'pretrain_fit', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency', 'pretrain_report',
            'with_validation', 'structure_patches', 'classify_run', 'mean_interval', 'detectable_gain', 'summary_table',
-           'plot_data_efficiency', 'plot_convergence', 'paired_gain', 'plot_gain']
+           'method_colours', 'plot_data_efficiency', 'plot_convergence', 'paired_gain', 'plot_gain']
 
 # %% ../nbs/24_experiments.ipynb #d73cca32
 SPLIT_PARTS = ('test', 'valid', 'train', 'pretrain')
@@ -372,17 +372,22 @@ def summary_table(df, value:str='mean_dice', scale:float=100, spread:str='ci')->
         return f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
     return df.groupby(['method', 'budget'])[value].agg(cell).unstack().fillna('')
 
+def method_colours(methods, scratch:str='scratch')->dict:
+    "A colour for each method but `scratch` (drawn black, dashed), by its name: a method has the same colour in every figure."
+    return {m: f'C{i}' for i, m in enumerate(sorted(set(methods) - {scratch}))}
+
 def _axis_label(value:str)->str: return {'mean_dice': 'mean Dice', 'miou': 'mIoU'}.get(value, value.replace('_', ' '))
 
 def plot_data_efficiency(df, value:str='mean_dice', ax=None, scratch:str='scratch'):
     "Taleb et al.'s Fig. 2–3: `value` against the label budget, one line per method: the mean over seeds and its 95 % interval."
     import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(5, 3.5))[1]
+    colour = method_colours(df['method'], scratch)
     for name, g in df.groupby('method', sort=False):
         st = g.groupby('budget')[value].apply(lambda x: _as_series(mean_interval(x)))
         st = st.unstack() if st.index.nlevels > 1 else st
         err = np.nan_to_num(np.stack([st['mean'] - st['low'], st['high'] - st['mean']]))
-        kw = dict(color='k', ls='--', lw=2) if name == scratch else {}
+        kw = dict(color='k', ls='--', lw=2) if name == scratch else dict(color=colour[name])
         ax.errorbar(st.index, st['mean'], err, marker='o', capsize=3, label=name, **kw)
     budgets = sorted(df['budget'].unique())
     ax.set_xscale('log'); ax.minorticks_off(); ax.set_xticks(budgets, [str(b) for b in budgets])
@@ -399,7 +404,7 @@ def plot_convergence(hist, budget:int=None, value:str='mean_dice', ax=None, scra
     import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(5, 3.5))[1]
     h = hist if budget is None else hist[hist['budget'] == budget]
-    colour = {m: f'C{i}' for i, m in enumerate(m for m in hist['method'].unique() if m != scratch)}   # a method keeps its colour on every budget's panel
+    colour = method_colours(hist['method'], scratch)        # a method keeps its colour on every budget's panel
     for name, g in h.groupby('method', sort=False):
         curve = g.groupby('epoch')[value].mean()
         ax.plot(curve.index, curve.values, label=name, **(dict(color='k', ls='--', lw=2) if name == scratch else dict(color=colour[name])))

@@ -19,7 +19,7 @@ from fastai.torch_core import rank_distrib, num_distrib
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'unwrap', 'is_main', 'barrier', 'init_distributed', 'distributed_dl', 'data_parallel', 'ForeachAdam',
-           'ChannelsLast3d', 'resolve_precision', 'speedups']
+           'ChannelsLast3d', 'resolve_precision', 'check_precision', 'speedups']
 
 # %% ../nbs/08a_parallel.ipynb #ce0419f4
 def unwrap(x):
@@ -128,22 +128,31 @@ class ChannelsLast3d(Callback):
 
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
+def _run_device(device=None)->torch.device:
+    "`device`, or the GPU if there is one, else the CPU."
+    return torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
+
 def resolve_precision(precision:str='auto', device=None)->str:
     "'auto' → bf16 on a GPU that supports it, fp32 elsewhere (`device`: where the run trains; default: the GPU if there is one); any other choice is checked and kept."
     if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != 'auto': return precision
-    dev = torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
+    dev = _run_device(device)
     return 'bf16' if dev.type == 'cuda' and torch.cuda.is_bf16_supported() else 'fp32'
+
+def check_precision(precision:str='auto', device=None)->str:
+    "`resolve_precision` for a run that computes on `device` (default: the GPU if there is one): half precision is refused anywhere but on a GPU."
+    dev = _run_device(device)
+    precision = resolve_precision(precision, dev)
+    if precision != 'fp32' and dev.type != 'cuda': raise ValueError(f"precision {precision} needs a GPU; this run is on the {dev.type.upper()} (use fp32)")
+    return precision
 
 def speedups(learn:Learner, precision:str='auto', channels_last:bool=None,
              foreach:bool=True,       # fastai's `Adam` becomes ForeachAdam: the same numbers, a few calls per step instead of a loop over tensors
             )->Learner:
     "Mixed precision (`bf16`/`fp16`, on a GPU; 'auto': bf16 where it can), channels-last 3D tensors (default: on a CPU) and the multi-tensor Adam for `learn`."
     dev = torch.device(learn.dls.device or 'cpu')
-    precision = resolve_precision(precision, dev)
-    if precision != 'fp32':
-        if dev.type != 'cuda': raise ValueError(f"--precision {precision} needs a GPU; this run is on the {dev.type.upper()} (use fp32)")
-        learn.to_bf16() if precision == 'bf16' else learn.to_fp16()
+    precision = check_precision(precision, dev)
+    if precision != 'fp32': learn.to_bf16() if precision == 'bf16' else learn.to_fp16()
     if channels_last is None: channels_last = dev.type == 'cpu'
     if channels_last and not learn.cbs.filter(lambda c: isinstance(c, ChannelsLast3d)): learn.add_cb(ChannelsLast3d())
     if foreach and learn.opt_func is Adam: learn.opt_func = ForeachAdam

@@ -4,14 +4,16 @@
 
 # %% ../../nbs/18_tasks.probe.ipynb #fb6d8e90
 from __future__ import annotations
+import itertools
 import numpy as np
 import torch
 from ..core import *
 from ..preprocess import Preprocess
-from .core import Task, SETTINGS, get_task, pretrain_dls
+from .core import Task, GridTask, SETTINGS, get_task, pretrain_dls
 
 # %% auto #0
-__all__ = ['CUES', 'cue_features', 'probe_draws', 'binomial_ci', 'probeable', 'shortcut_probe', 'probe_table', 'plot_probe']
+__all__ = ['CUES', 'cue_features', 'probe_draws', 'binomial_ci', 'probeable', 'shortcut_probe', 'probe_table', 'plot_probe',
+           'seam_pairs', 'seam_costs', 'seam_solve', 'seam_probe']
 
 # %% ../../nbs/18_tasks.probe.ipynb #fc9c3029
 CUES = ('filler', 'intensity', 'tissue')
@@ -40,6 +42,16 @@ def _inputs(t, nd):
     "Model inputs as `(M, N, C, *S)`, whatever the task's nesting (`(B, 1, 2, C, *S)` for Doersch's pairs)."
     return t.reshape(t.shape[0], -1, *t.shape[-(nd + 1):])
 
+def _crops(dl, n:int):
+    "Batches of `dl`'s crops (on the CPU), epoch after epoch, until `n` crops have been drawn."
+    k = 0
+    while k < n:
+        if not len(dl): raise ValueError(f"the loader yields no batch ({dl.n} crops, bs={dl.bs}, drop_last={dl.drop_last})")
+        for (xb,) in dl:
+            yield xb.cpu()
+            k += len(xb)
+            if k >= n: return
+
 def probe_draws(
     task,                 # a Task (with `probe_targets`)
     dl,                   # a loader of crops with a filler-mask channel last (`ScanDL(mask=True)`)
@@ -50,16 +62,12 @@ def probe_draws(
     "Draw `n` samples of `task` from `dl`'s crops, as training would: the features of each cue group, and the targets."
     geo, nd = task.geometric(), task.spatial_dims
     X, Y, k = {c: [] for c in cues}, {}, 0
-    while k < n:
-        if not len(dl): raise ValueError(f"the loader yields no batch ({dl.n} crops, bs={dl.bs}, drop_last={dl.drop_last})")
-        for (xb,) in dl:
-            xb = xb.cpu()
-            (inp,), targets = task.make(xb[:, :-1], get_generator(seed + k))
-            (inm,), _ = geo.make(xb[:, -1:], get_generator(seed + k))                 # the same draws: the filler of each input
-            for c in cues: X[c].append(cue_features(_inputs(inp, nd), _inputs(inm, nd), nd, (c,)))
-            for name, (y, n_cls) in task.probe_targets(targets).items(): Y.setdefault(name, ([], n_cls))[0].append(y.cpu())
-            k += len(inp)
-            if k >= n: break
+    for xb in _crops(dl, n):
+        (inp,), targets = task.make(xb[:, :-1], get_generator(seed + k))
+        (inm,), _ = geo.make(xb[:, -1:], get_generator(seed + k))                 # the same draws: the filler of each input
+        for c in cues: X[c].append(cue_features(_inputs(inp, nd), _inputs(inm, nd), nd, (c,)))
+        for name, (y, n_cls) in task.probe_targets(targets).items(): Y.setdefault(name, ([], n_cls))[0].append(y.cpu())
+        k += len(inp)
     return {c: torch.cat(v).numpy() for c, v in X.items()}, {name: (torch.cat(v).numpy(), n_cls) for name, (v, n_cls) in Y.items()}
 
 # %% ../../nbs/18_tasks.probe.ipynb #e085fefe
@@ -163,3 +171,54 @@ def plot_probe(df, cues:str='filler+intensity', ax=None):
     ax.set_xscale('log'); ax.set_xlim(0.004, 1.05); ax.set_xlabel(f'probe accuracy on held-out subjects ({cues})')
     ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1)); ax.grid(axis='x', alpha=0.3)
     return ax
+
+# %% ../../nbs/18_tasks.probe.ipynb #f8e30a57
+def seam_pairs(grid:int, spatial_dims:int=3)->torch.Tensor:
+    "`(axis, slot, next slot)` of every two slots of the grid that touch, the slots numbered in C order: `(pairs, 3)`."
+    stride = [grid ** (spatial_dims - 1 - a) for a in range(spatial_dims)]
+    return torch.tensor([(a, k, k + stride[a]) for k, c in enumerate(itertools.product(range(grid), repeat=spatial_dims))
+                         for a in range(spatial_dims) if c[a] < grid - 1])
+
+def seam_costs(cells, spatial_dims:int=3)->torch.Tensor:
+    "Mean squared difference between input u's last face and input v's first face along each axis: `(M, d, N, N)` from cells `(M, N, C, *S)`."
+    M, N = cells.shape[:2]
+    face = lambda a, end: cells.select(3 + a, end).reshape(M, N, -1).float()
+    return torch.stack([torch.cdist(face(a, -1), face(a, 0)) ** 2 / face(a, 0).shape[-1] for a in range(spatial_dims)], 1)
+
+def seam_solve(
+    cells,                # model inputs `(M, N, C, *S)`: the cells of a grid, shuffled
+    perms,                # the task's permutations `(P, N)`: row p puts cell `perms[p, k]` at position k
+    grid:int,             # cells per axis
+    spatial_dims:int=3,
+)->torch.Tensor:          # `(M,)` row of `perms` chosen for each sample
+    "The permutation whose placement of the cells makes the smoothest seams, learning nothing."
+    (a, s, t), D = seam_pairs(grid, spatial_dims).T, seam_costs(cells, spatial_dims)
+    at = perms.to(cells.device).argsort(1)          # at[p, s]: the input that permutation p took from slot s
+    return D[:, a, at[:, s], at[:, t]].sum(-1).argmin(1)
+
+# %% ../../nbs/18_tasks.probe.ipynb #dab00095
+def seam_probe(
+    task,                 # a task that shuffles a grid's cells by its permutations (jigsaw, rubik-order, …), or its name
+    items:list,           # scans (labels are not read)
+    preset:str='cpu',     # the task's preset
+    n:int=1000,           # puzzles to solve
+    pre:Preprocess=None,  # preprocessing (default: the preset's)
+    seed:int=0,
+    bs:int=32,            # crops per drawn batch
+    **overrides,          # preset settings or task parameters, as for pretraining
+)->'pd.DataFrame':        # one row: accuracy, interval, chance, verdict
+    "Solve `task`'s puzzles by the smoothest seams between cells (`seam_solve`, nothing learnt), next to chance."
+    import pandas as pd
+    t = get_task(task)
+    if not (isinstance(t, GridTask) and 'n_perms' in t.params):
+        raise ValueError(f"{t.name} does not shuffle the cells of a grid by a permutation set; a seam probe checks jigsaw and the cube ordering")
+    t, dls, _ = pretrain_dls(t, items, preset, pre, seed=seed, device='cpu', bs=bs, **overrides)
+    hits, k = [], 0
+    for xb in _crops(dls.train, n):
+        (cells,), targets = t.make(xb, get_generator(seed + k))
+        hits.append(seam_solve(cells, t.perms, t.grid, t.spatial_dims) == targets[0]); k += len(xb)
+    h, chance = torch.cat(hits), 1 / t.n_perms
+    lo, hi = binomial_ci(h.sum(), len(h))
+    return pd.DataFrame([{'task': t.name, 'target': next(iter(t.probe_targets(targets))), 'cues': 'seams', 'gap': t.gap, 'jitter': t.jitter,
+                          'accuracy': h.float().mean().item(), 'low': lo, 'high': hi, 'chance': chance, 'trials': len(h),
+                          'verdict': _verdict(lo, hi, chance, chance)}])
