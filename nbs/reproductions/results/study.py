@@ -32,7 +32,9 @@ from ssl3d_nb.experiments import fixed_split, pretrain_encoder, data_efficiency,
 
 HERE = Path(__file__).resolve().parent
 OUT = Path(os.environ.get('SSL3D_STUDY_DIR', HERE))      # where results go (a test points it elsewhere)
-TASKS = ('rpl', 'jigsaw', 'rotation', 'cpc', 'exemplar', 'rubik', 'rubik-order', 'mim')
+# Taleb et al.'s five 3D tasks and masked image modelling, all on the residual U-Net encoder that scratch trains. The Rubik's
+# cube and its ordering ablation train their own 3D VGG: zhuang_study.py compares them with a VGG from scratch, not with this one.
+TASKS = ('rpl', 'jigsaw', 'rotation', 'cpc', 'exemplar', 'mim')
 # candidate fine-tuning schedules, all at the same budget of steps: the anchors' (the whole network from the first step, with
 # fit_one_cycle's learning-rate warm-up) and the paper's shape (Taleb et al.'s appendix: the encoder frozen for a warm-up, then a
 # low rate; their 25 warm-up epochs and rate 1e-5 belong to far longer runs, so here a quarter of the steps and 1e-4); for an
