@@ -134,3 +134,62 @@ def test_zhuang_scratch_is_the_pretrained_vgg_untrained():
     spec = zs.methods({})['scratch']
     fresh = transfer_encoder(None, arch=spec['arch'])[0]
     assert fresh.config == VGG3d(1, width_mult=zs.WIDTH).config
+
+
+def _wiring(study, tmp_path, monkeypatch, **args):
+    "Run `study.main` with `args` in `tmp_path`, recording each `runs` call instead of training."
+    from argparse import Namespace
+    calls = []
+    monkeypatch.setattr(study, 'OUT', tmp_path)
+    monkeypatch.setattr(study, 'setup', lambda: (None, None, None))
+    monkeypatch.setattr(study, 'brats_setup', lambda: None)
+    monkeypatch.setattr(study, 'runs', lambda methods, scans, split, budgets, seeds, csv, clock, **kw: calls.append(dict(methods=methods, split=split,
+                        budgets=budgets, seeds=list(seeds), csv=csv, **kw)))
+    study.main(Namespace(**{**dict(minutes=None, tasks=None, protocol=None, protocols=None, budgets=(1,), seeds=5, steps=None), **args}))
+    return calls
+
+
+def test_2d_tasks_fine_tune_beside_a_2d_scratch_with_their_3d_protocols(tmp_path, monkeypatch):
+    import shutil
+    from ssl3d_nb.models import ResUNetEncoder, save_encoder
+    study = _load('study')
+    name = study.budget()[0]
+    (tmp_path/'encoders').mkdir()
+    for f in (f'protocols-{name}.csv', f'protocols-{name}_history.csv'): shutil.copy(RESULTS/f, tmp_path)   # rpl chose the whole network at 3e-3; mim its decoder
+    for t in ('rpl', 'mim'):
+        shutil.copy(RESULTS/'encoders'/f'{t}.pth', tmp_path/'encoders')
+        save_encoder(ResUNetEncoder(1, width_mult=0.25, spatial_dims=2), tmp_path/'encoders'/f'{t}-2d.pth', task=f'{t}-2d')   # no decoder
+    chosen = study.protocols(('rpl', 'mim'))
+    assert chosen == {'rpl': 'whole network, lr 3e-3', 'mim': 'whole network, pretrained decoder, lr 3e-3'}
+    [c] = _wiring(study, tmp_path, monkeypatch, stage='efficiency', tasks='2d', protocol='whole network, lr 1e-3', seeds=2)
+    assert c['csv'] == tmp_path/f'efficiency2d-{name}.csv' and c['seeds'] == [0, 1] and c['budgets'] == (1,)
+    assert c['methods']['scratch-2d'] == {'encoder': None, 'spatial_dims': 2, **study.scratch_config()[1]}
+    # rpl-2d takes rpl's protocol; mim's needs a saved decoder that mim-2d's file lacks, so it falls back to --protocol
+    assert sorted(c['methods']) == ['mim-2d · whole network, lr 1e-3', 'rpl-2d · whole network, lr 3e-3', 'scratch-2d']
+    assert c['methods']['rpl-2d · whole network, lr 3e-3']['encoder'] == str(tmp_path/'encoders'/'rpl-2d.pth')
+    assert not (tmp_path/f'efficiency-{name}.csv').exists()          # 3D scratch rows are not copied into the 2D study
+    try: study.task_list('rpl,rpl-2d'); raise AssertionError('3D and 2D tasks were mixed in one run')
+    except ValueError as e: assert 'separate runs' in str(e)
+    assert study.random_path(tmp_path, load_cfg := {'arch': 'ResUNetEncoder', 'spatial_dims': 2}).name == 'random-ResUNetEncoder-2d.pth'
+    assert study.random_path(tmp_path, {**load_cfg, 'spatial_dims': 3}).name == 'random-ResUNetEncoder.pth'
+
+
+def test_brats_folds_test_every_subject_once_and_every_method_meets_them(tmp_path, monkeypatch):
+    import shutil
+    study = _load('study')
+    for f in study.BRATS_FOLDS:
+        assert not set(f['train']) & (set(f['valid']) | set(f['test'])) and not set(f['valid']) & set(f['test'])
+        assert sorted(f['train'] + f['valid'] + f['test']) == list(range(6)) and len(f['train']) == 3
+    assert sorted(i for f in study.BRATS_FOLDS for i in f['test']) == list(range(6))
+    (tmp_path/'encoders').mkdir(); shutil.copy(RESULTS/'encoders'/'rpl.pth', tmp_path/'encoders')
+    calls = _wiring(study, tmp_path, monkeypatch, stage='brats', tasks='rpl,jigsaw', protocol='whole network, lr 3e-3', seeds=2)
+    name = study.budget()[0]
+    assert [(c['csv'].name, c['seeds'], c['budgets']) for c in calls] == [(f'fold{k}-{name}.csv', [s], (3,)) for s in (0, 1) for k in range(3)]
+    assert all(c['split'] == study.BRATS_FOLDS[i % 3] and c['common'] == study.BRATS for i, c in enumerate(calls))
+    assert sorted(calls[0]['methods']) == ['rpl · whole network, lr 3e-3', 'scratch']     # jigsaw has no encoder file here
+
+
+def test_a_time_limit_of_zero_starts_nothing():
+    study = _load('study')
+    assert study.Clock(0).out() and study.Clock(-3).out()             # a job whose time is up, not one without a limit
+    assert not study.Clock(None).out() and not study.Clock(5).out()

@@ -16,6 +16,12 @@ stages
   frozen      each encoder frozen (group norm included: fastai's freeze leaves only batch norm trainable), only the U-Net
               decoder trained, against an untrained encoder of the same configuration (one per architecture), two labelled
               subjects -> frozen-BUDGET.csv
+  brats       scratch and each encoder on the BraTS sample (FLAIR + T1c, the encoders' first layer copied onto both channels),
+              three folds of six subjects (3 train / 1 valid / 2 test), seeds 0 … --seeds − 1 -> brats/foldK-BUDGET.csv
+
+The 2D versions (`--tasks 2d`: rpl-2d, jigsaw-2d, …) go through the same stages: pretrain writes encoders/TASK-2d.pth, and
+efficiency fine-tunes a 2D U-Net on axial slices — each task with its 3D version's protocol — beside 'scratch-2d', the same
+2D U-Net from random weights with scratch's schedule -> efficiency2d-BUDGET.csv (the test scans are scored in 3D).
 
 Every method gets the same fine-tuning budget: the steps and augmentation of the scratch schedule with the best validation
 Dice in scratch_baseline.csv (BUDGET names it, e.g. light-3200); a different choice there starts new files rather than mixing.
@@ -35,6 +41,7 @@ OUT = Path(os.environ.get('SSL3D_STUDY_DIR', HERE))      # where results go (a t
 # Taleb et al.'s five 3D tasks and masked image modelling, all on the residual U-Net encoder that scratch trains. The Rubik's
 # cube and its ordering ablation train their own 3D VGG: zhuang_study.py compares them with a VGG from scratch, not with this one.
 TASKS = ('rpl', 'jigsaw', 'rotation', 'cpc', 'exemplar', 'mim')
+TASKS2D = tuple(f'{t}-2d' for t in TASKS)                  # the same tasks on axial slices, with a 2D encoder
 # candidate fine-tuning schedules, all at the same budget of steps: the anchors' (the whole network from the first step, with
 # fit_one_cycle's learning-rate warm-up) and the paper's shape (Taleb et al.'s appendix: the encoder frozen for a warm-up, then a
 # low rate; their 25 warm-up epochs and rate 1e-5 belong to far longer runs, so here a quarter of the steps and 1e-4); for an
@@ -62,25 +69,60 @@ def schedule(protocol:str, steps:int, steps_per_epoch:int=25)->dict:
     return kw
 PRECISION = 'bf16' if torch.cuda.is_available() else 'fp32'   # bf16 autocast on a GPU
 COMMON = dict(n_classes=3, class_names=['anterior', 'posterior'], verbose=True)
+# the BraTS sample: five classes scored as the regions WT/TC/ET; 48³ crops (the brain is about 70 × 85 × 70 voxels at 2 mm), two
+# a batch, half of them centred on a tumour voxel; three folds so that every subject is tested once
+BRATS = dict(n_classes=5, class_names=['necrosis', 'oedema', 'non-enhancing', 'enhancing'], regions=True, size=48, bs=2, fg_prob=0.5, verbose=True)
+BRATS_FOLDS = [{'train': [i for i in range(6) if i not in (t, (t + 2) % 6, (t + 3) % 6)], 'valid': [(t + 2) % 6], 'test': [t, (t + 3) % 6]}
+               for t in range(3)]
 
 def setup():
     items = load_decathlon(get_dataset('hippocampus'))
     split = fixed_split(items, split='hippocampus')
     return items, split, load_scans(items, Preprocess(norm='zscore'))
 
+def brats_setup():
+    "The BraTS sample's six subjects, two channels (FLAIR, T1c), cropped to the brain and resampled to 2 mm; each channel standardised."
+    from ssl3d_nb.io import load_subject_folders
+    brats = load_subject_folders(get_dataset('brats2013-sample'), modalities=('Flair', 'T1c'), label='OTMultiClass')
+    return load_scans(brats, Preprocess(crop_foreground=True, margin=2, spacing=2.0, norm=None))
+
 def encoders(tasks):
     return {t: OUT/'encoders'/f'{t}.pth' for t in tasks if (OUT/'encoders'/f'{t}.pth').exists()}
 
+def task_list(arg:str=None)->tuple:
+    "The tasks `--tasks` names: all 3D tasks by default, '2d' for their 2D versions, else a comma-separated list (one dimension only)."
+    tasks = TASKS if not arg else TASKS2D if arg == '2d' else tuple(arg.split(','))
+    if len({t.endswith('-2d') for t in tasks}) > 1: raise ValueError(f"--tasks {arg}: 3D and 2D tasks go in separate runs (their scratch differs)")
+    return tasks
+
+def random_path(folder, config:dict)->Path:
+    "The untrained encoder of `config`'s architecture (one per architecture and dimension) that a frozen encoder is compared with."
+    return Path(folder)/f"random-{config['arch']}{'-2d' if config.get('spatial_dims', 3) == 2 else ''}.pth"
+
+def protocols(tasks, fallback:str=None)->dict:
+    """Each task's fine-tuning schedule: the one the protocols stage chose on validation (a 2D task takes its 3D version's, where it
+    applies to the 2D file), else `fallback`; a task with neither is left out, with a message."""
+    name = budget()[0]
+    pcsv, encs3d = OUT/f'protocols-{name}.csv', encoders(TASKS)
+    chosen = best_protocol(pcsv, {t: tuple(c for c in CANDIDATES if applicable(c, p)) for t, p in encs3d.items()}) if pcsv.exists() else {}
+    out = {}
+    for t, p in encoders(tasks).items():
+        proto = chosen.get(t.removesuffix('-2d'))
+        if proto is None or not applicable(proto, p): proto = fallback
+        if proto: out[t] = proto
+        else: print(f"{t}: no protocol chosen yet (run the protocols stage, or give --protocol)", flush=True)
+    return out
+
 class Clock:
-    def __init__(self, minutes): self.end = time.time() + 60 * minutes if minutes else None
+    def __init__(self, minutes): self.end = time.time() + 60 * minutes if minutes is not None else None   # --minutes 0: start nothing
     def out(self): return self.end is not None and time.time() > self.end
 
-def runs(methods, scans, split, budgets, seeds, csv, clock, **kw):
+def runs(methods, scans, split, budgets, seeds, csv, clock, common=COMMON, **kw):
     "data_efficiency one (seed, budget) at a time, so that a time limit stops between runs."
     for seed in seeds:
         for b in budgets:
             if clock.out(): return print('time is up; run again to go on', flush=True)
-            data_efficiency(methods, scans, split, budgets=(b,), seeds=(seed,), csv=csv, precision=PRECISION, **COMMON, **kw)
+            data_efficiency(methods, scans, split, budgets=(b,), seeds=(seed,), csv=csv, precision=PRECISION, **common, **kw)
 
 def validation_scores(csv, budget:int=None)->tuple:
     "(mean over seeds, number of seeds) of each method's best validation Dice (`with_validation`; never the test column)."
@@ -139,7 +181,7 @@ def frozen_methods(encs:dict)->dict:
     out = {}
     for t, p in encs.items():
         cfg = load_encoder(p)[0].config
-        rnd = Path(p).parent/f"random-{cfg['arch']}.pth"
+        rnd = random_path(Path(p).parent, cfg)
         if not rnd.exists(): raise FileNotFoundError(f"{rnd}: no untrained {cfg['arch']} to compare {t} with (the pretrain stage writes it)")
         if load_encoder(rnd)[0].config != cfg: raise ValueError(f"{rnd}: its configuration differs from {p}'s; a frozen comparison needs the same network")
         out[t], out[f"random {cfg['arch']}"] = str(p), str(rnd)
@@ -147,8 +189,18 @@ def frozen_methods(encs:dict)->dict:
 
 def main(a):
     clock = Clock(a.minutes)
+    tasks = task_list(a.tasks)
+    if a.stage == 'brats':                                      # every method on the BraTS folds, with the study's budget
+        name, base = budget()
+        methods = {'scratch': {'encoder': None, **scratch_config()[1]}}
+        methods.update({f'{t} · {proto}': {'encoder': str(OUT/'encoders'/f'{t}.pth'), **base, **schedule(proto, base['steps'])}
+                        for t, proto in protocols(tasks, a.protocol).items()})
+        bscans = brats_setup()
+        for seed in range(a.seeds):                             # all folds of a seed before the next seed
+            for k, fold in enumerate(BRATS_FOLDS):
+                runs(methods, bscans, fold, (len(fold['train']),), (seed,), OUT/'brats'/f'fold{k}-{name}.csv', clock, common=BRATS)
+        return
     items, split, scans = setup()
-    tasks = a.tasks.split(',') if a.tasks else TASKS
     if a.stage == 'pretrain':
         pool = unlabeled([items[i] for i in split['pretrain']])
         for t in tasks:
@@ -158,7 +210,7 @@ def main(a):
             (OUT/'encoders'/f'{t}.ckpt').unlink(missing_ok=True)          # the encoder is written: its run checkpoint is spent
             net, meta = load_encoder(p)
             arch = net.config['arch']
-            rnd = OUT/'encoders'/f"random-{arch}.pth"
+            rnd = random_path(OUT/'encoders', net.config)
             if not rnd.exists(): save_encoder(build_encoder(net.config), rnd, task='random', preprocessing=meta.get('preprocessing'))
             print(t, 'done', flush=True)
         return
@@ -172,31 +224,30 @@ def main(a):
             methods = {f'{t} · {pname}': str(p) for t, p in encoders(tasks).items() if applicable(pname, p)}
             runs(methods, scans, split, PROTOCOL_BUDGETS, PROTOCOL_SEEDS, csv, clock, **base, **schedule(pname, base['steps']))
     elif a.stage == 'efficiency':
-        pcsv = OUT/f'protocols-{name}.csv'
-        chosen = best_protocol(pcsv, {t: tuple(c for c in CANDIDATES if applicable(c, p)) for t, p in encoders(tasks).items()}) if pcsv.exists() else {}
-        csv = OUT/f'efficiency-{name}.csv'
-        reuse_scratch(name, csv)
-        methods = {'scratch': {'encoder': None, **scratch_config()[1]}}        # scratch trains with its own schedule
-        for t, p in encoders(tasks).items():
-            proto = chosen.get(t, a.protocol)
-            if proto: methods[f'{t} · {proto}'] = {'encoder': str(p), **base, **schedule(proto, base['steps'])}
-            else: print(f"{t}: no protocol chosen yet (run the protocols stage, or give --protocol)", flush=True)
+        pcsv, twod = OUT/f'protocols-{name}.csv', tasks[0].endswith('-2d')
+        csv = OUT/f"efficiency{'2d' if twod else ''}-{name}.csv"
+        if twod: methods = {'scratch-2d': {'encoder': None, 'spatial_dims': 2, **scratch_config()[1]}}
+        else:
+            reuse_scratch(name, csv)
+            methods = {'scratch': {'encoder': None, **scratch_config()[1]}}    # scratch trains with its own schedule
+        methods.update({f'{t} · {proto}': {'encoder': str(OUT/'encoders'/f'{t}.pth'), **base, **schedule(proto, base['steps'])}
+                        for t, proto in protocols(tasks, a.protocol).items()})
         # the protocol stage's runs of the schedule a method now uses are the same runs: not made twice
-        if pcsv.exists(): reuse(csv, pcsv, {m: m for m in methods if m != 'scratch'}, budgets=PROTOCOL_BUDGETS, seeds=PROTOCOL_SEEDS)
+        if pcsv.exists() and not twod: reuse(csv, pcsv, {m: m for m in methods if m != 'scratch'}, budgets=PROTOCOL_BUDGETS, seeds=PROTOCOL_SEEDS)
         runs(methods, scans, split, a.budgets, range(a.seeds), csv, clock)   # all methods of a seed and budget together
     elif a.stage == 'frozen':
         runs(frozen_methods(encoders(tasks)), scans, split, (2,), range(a.seeds), OUT/f'frozen-{name}.csv', clock, **base, mode='frozen', lr=3e-3)
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('stage', choices=('pretrain', 'protocols', 'efficiency', 'frozen'))
+    ap.add_argument('stage', choices=('pretrain', 'protocols', 'efficiency', 'frozen', 'brats'))
     ap.add_argument('--minutes', type=float, default=None, help='start no new run after this many minutes')
     ap.add_argument('--steps', type=int, default=3000, help='pretraining steps (pretrain)')
     ap.add_argument('--budgets', default='1,2,5', help='labelled subjects (efficiency)')
     ap.add_argument('--protocol', default=None, choices=list(PROTOCOLS), help="a task's schedule where the protocols stage has not chosen one")
     ap.add_argument('--protocols', default=None, help='candidates separated by ";" (protocols; default: ' + ' and '.join(map(repr, CANDIDATES)).replace('%', '%%') + ')')
-    ap.add_argument('--seeds', type=int, default=5, help='seeds 0 … N-1 (efficiency, frozen)')
-    ap.add_argument('--tasks', default=None, help='comma-separated tasks (default: all)')
+    ap.add_argument('--seeds', type=int, default=5, help='seeds 0 … N-1 (efficiency, frozen, brats)')
+    ap.add_argument('--tasks', default=None, help="comma-separated tasks (default: the 3D tasks; '2d': their 2D versions)")
     a = ap.parse_args()
     a.budgets = tuple(int(b) for b in a.budgets.split(','))
     sys.path.insert(0, str(HERE))
