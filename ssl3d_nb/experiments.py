@@ -25,7 +25,7 @@ from .finetune import seg_dls, finetune_learner, pretrained_decoder, fit_finetun
 __all__ = ['SPLIT_PARTS', 'split_path', 'read_split', 'save_split', 'fixed_split', 'split_items', 'pretrain_setup',
            'pretrain_fit', 'pretrain_encoder', 'finetune_run', 'history_path', 'data_efficiency', 'pretrain_report',
            'with_validation', 'structure_patches', 'classify_run', 'mean_interval', 'detectable_gain', 'summary_table',
-           'method_colours', 'plot_data_efficiency', 'plot_convergence', 'paired_gain', 'plot_gain']
+           'method_colours', 'plot_data_efficiency', 'plot_convergence', 'paired_gain', 'gain_text', 'plot_gain']
 
 # %% ../nbs/24_experiments.ipynb #d73cca32
 SPLIT_PARTS = ('test', 'valid', 'train', 'pretrain')
@@ -431,6 +431,12 @@ def paired_gain(df, value:str='mean_dice', reference:str='scratch', scale:float=
         rows.append({'method': m, 'budget': b, 'gain': mean, 'low': lo, 'high': hi, 'p': p, 'std': sd,
                      'wins': int((x > 0).sum()), 'runs': len(x), 'detectable': detectable_gain(sd, len(x), level)})
     return pd.DataFrame(rows, columns=['method', 'budget', 'gain', 'low', 'high', 'p', 'std', 'wins', 'runs', 'detectable'])
+
+def gain_text(gain)->'pd.Series':
+    "Each row of a `paired_gain` table in words, on its index: 'gain [low, high] wins/runs' (points), '+g (one run)' where one run has no interval."
+    import pandas as pd
+    return pd.Series([f"{r.gain:+.1f} [{r.low:+.1f}, {r.high:+.1f}] {r.wins:.0f}/{r.runs:.0f}" if r.runs > 1 else f"{r.gain:+.1f} (one run)"
+                      for r in gain.itertuples()], index=gain.index, dtype=object)
 
 def plot_gain(gain, ax=None):
     "`paired_gain`'s table as a figure: each method's mean gain over the reference and its interval, one panel row per budget."
