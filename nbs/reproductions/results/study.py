@@ -95,6 +95,13 @@ def task_list(arg:str=None)->tuple:
     if len({t.endswith('-2d') for t in tasks}) > 1: raise ValueError(f"--tasks {arg}: 3D and 2D tasks go in separate runs (their scratch differs)")
     return tasks
 
+def methods_for(tasks, fallback:str=None, scratch:str='scratch', **scratch_kw)->dict:
+    "Scratch with its own schedule (`scratch_kw`: e.g. spatial_dims=2) and each task's encoder with its protocol, at the study's budget."
+    base = budget()[1]
+    return {scratch: {'encoder': None, **scratch_kw, **scratch_config()[1]},
+            **{f'{t} · {proto}': {'encoder': str(OUT/'encoders'/f'{t}.pth'), **base, **schedule(proto, base['steps'])}
+               for t, proto in protocols(tasks, fallback).items()}}
+
 def random_path(folder, config:dict)->Path:
     "The untrained encoder of `config`'s architecture (one per architecture and dimension) that a frozen encoder is compared with."
     return Path(folder)/f"random-{config['arch']}{'-2d' if config.get('spatial_dims', 3) == 2 else ''}.pth"
@@ -191,10 +198,7 @@ def main(a):
     clock = Clock(a.minutes)
     tasks = task_list(a.tasks)
     if a.stage == 'brats':                                      # every method on the BraTS folds, with the study's budget
-        name, base = budget()
-        methods = {'scratch': {'encoder': None, **scratch_config()[1]}}
-        methods.update({f'{t} · {proto}': {'encoder': str(OUT/'encoders'/f'{t}.pth'), **base, **schedule(proto, base['steps'])}
-                        for t, proto in protocols(tasks, a.protocol).items()})
+        name, methods = budget()[0], methods_for(tasks, a.protocol)
         bscans = brats_setup()
         for seed in range(a.seeds):                             # all folds of a seed before the next seed
             for k, fold in enumerate(BRATS_FOLDS):
@@ -226,12 +230,8 @@ def main(a):
     elif a.stage == 'efficiency':
         pcsv, twod = OUT/f'protocols-{name}.csv', tasks[0].endswith('-2d')
         csv = OUT/f"efficiency{'2d' if twod else ''}-{name}.csv"
-        if twod: methods = {'scratch-2d': {'encoder': None, 'spatial_dims': 2, **scratch_config()[1]}}
-        else:
-            reuse_scratch(name, csv)
-            methods = {'scratch': {'encoder': None, **scratch_config()[1]}}    # scratch trains with its own schedule
-        methods.update({f'{t} · {proto}': {'encoder': str(OUT/'encoders'/f'{t}.pth'), **base, **schedule(proto, base['steps'])}
-                        for t, proto in protocols(tasks, a.protocol).items()})
+        if not twod: reuse_scratch(name, csv)                   # scratch's runs of this schedule are not made twice
+        methods = methods_for(tasks, a.protocol, 'scratch-2d', spatial_dims=2) if twod else methods_for(tasks, a.protocol)
         # the protocol stage's runs of the schedule a method now uses are the same runs: not made twice
         if pcsv.exists() and not twod: reuse(csv, pcsv, {m: m for m in methods if m != 'scratch'}, budgets=PROTOCOL_BUDGETS, seeds=PROTOCOL_SEEDS)
         runs(methods, scans, split, a.budgets, range(a.seeds), csv, clock)   # all methods of a seed and budget together
