@@ -145,7 +145,7 @@ def _wiring(study, tmp_path, monkeypatch, **args):
     monkeypatch.setattr(study, 'brats_setup', lambda: None)
     monkeypatch.setattr(study, 'runs', lambda methods, scans, split, budgets, seeds, csv, clock, **kw: calls.append(dict(methods=methods, split=split,
                         budgets=budgets, seeds=list(seeds), csv=csv, **kw)))
-    study.main(Namespace(**{**dict(minutes=None, tasks=None, protocol=None, protocols=None, budgets=(1,), seeds=5, steps=None), **args}))
+    study.main(Namespace(**{**dict(minutes=None, tasks=None, protocol=None, protocols=None, budgets=(1,), seeds=5, steps=None, folds=(0, 1, 2)), **args}))
     return calls
 
 
@@ -187,6 +187,8 @@ def test_brats_folds_test_every_subject_once_and_every_method_meets_them(tmp_pat
     assert [(c['csv'].name, c['seeds'], c['budgets']) for c in calls] == [(f'fold{k}-{name}.csv', [s], (3,)) for s in (0, 1) for k in range(3)]
     assert all(c['split'] == study.BRATS_FOLDS[i % 3] and c['common'] == study.BRATS for i, c in enumerate(calls))
     assert sorted(calls[0]['methods']) == ['rpl · whole network, lr 3e-3', 'scratch']     # jigsaw has no encoder file here
+    calls = _wiring(study, tmp_path, monkeypatch, stage='brats', tasks='rpl', protocol='whole network, lr 3e-3', seeds=1, folds=(2, 0))
+    assert [c['csv'].name for c in calls] == [f'fold0-{name}.csv', f'fold2-{name}.csv']   # only the folds asked for, in their order
 
 
 def test_a_time_limit_of_zero_starts_nothing():

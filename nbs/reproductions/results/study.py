@@ -18,6 +18,7 @@ stages
               subjects -> frozen-BUDGET.csv
   brats       scratch and each encoder on the BraTS sample (FLAIR + T1c, the encoders' first layer copied onto both channels),
               three folds of six subjects (3 train / 1 valid / 2 test), seeds 0 … --seeds − 1 -> brats/foldK-BUDGET.csv
+              (`--folds 0,2`: only those folds, so that two processes can share the work)
 
 The 2D versions (`--tasks 2d`: rpl-2d, jigsaw-2d, …) go through the same stages: pretrain writes encoders/TASK-2d.pth, and
 efficiency fine-tunes a 2D U-Net on axial slices — each task with its 3D version's protocol — beside 'scratch-2d', the same
@@ -202,6 +203,7 @@ def main(a):
         bscans = brats_setup()
         for seed in range(a.seeds):                             # all folds of a seed before the next seed
             for k, fold in enumerate(BRATS_FOLDS):
+                if k not in a.folds: continue                   # another process may be running the other folds
                 runs(methods, bscans, fold, (len(fold['train']),), (seed,), OUT/'brats'/f'fold{k}-{name}.csv', clock, common=BRATS)
         return
     items, split, scans = setup()
@@ -247,8 +249,9 @@ if __name__ == '__main__':
     ap.add_argument('--protocol', default=None, choices=list(PROTOCOLS), help="a task's schedule where the protocols stage has not chosen one")
     ap.add_argument('--protocols', default=None, help='candidates separated by ";" (protocols; default: ' + ' and '.join(map(repr, CANDIDATES)).replace('%', '%%') + ')')
     ap.add_argument('--seeds', type=int, default=5, help='seeds 0 … N-1 (efficiency, frozen, brats)')
+    ap.add_argument('--folds', default='0,1,2', help='the BraTS folds this process runs (brats)')
     ap.add_argument('--tasks', default=None, help="comma-separated tasks (default: the 3D tasks; '2d': their 2D versions)")
     a = ap.parse_args()
-    a.budgets = tuple(int(b) for b in a.budgets.split(','))
+    a.budgets, a.folds = (tuple(int(b) for b in x.split(',')) for x in (a.budgets, a.folds))
     sys.path.insert(0, str(HERE))
     main(a)
