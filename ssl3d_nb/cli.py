@@ -706,6 +706,14 @@ def interrupted_line(cmd:str, rest:list, how:str='Ctrl-C')->str:
     except (DataError, OSError): done = 'the last finished epoch'
     return f"ssl3d: interrupted ({how}); {ck} holds the run after {done}; go on with: {again}"
 
+def _let_rank0_speak(wait:float=10):
+    """A worker other than rank 0 that refuses waits (at most `wait` s) before it ends. The launcher stops every process when
+    the first one ends; had this one ended first, rank 0 — the one that prints — would be stopped before it said why."""
+    if _rank0() or int(os.environ.get('WORLD_SIZE', 1)) < 2: return
+    import signal, time
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(2))                   # stopped by the launcher: end with the refusal's status
+    time.sleep(wait)
+
 def _report(line:str):
     "Say `line` on stderr once: from rank 0 under `torchrun`; under `ssl3d --nproc`, into the file the launcher reads and prints."
     if f := os.environ.get('SSL3D_REPORT'): Path(f'{f}.{os.environ.get("RANK", 0)}').write_text(line)
@@ -767,6 +775,7 @@ def main(argv=None)->int:
     except (OSError, ValueError) as e:                      # DataError is a ValueError
         if os.environ.get('SSL3D_DEBUG'): raise
         _report(f"ssl3d: error: {error_line(e)}")      # under torchrun: one line, from rank 0
+        _let_rank0_speak()
         return 2
     except KeyboardInterrupt as e:
         if os.environ.get('SSL3D_DEBUG'): raise

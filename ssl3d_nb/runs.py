@@ -118,6 +118,7 @@ class RunFolder:
     def _theirs(self, name:str, manifest:dict)->str|None:
         "Why the file `name` in the folder is not ours to replace (None if it is ours)."
         f = self.path/name
+        if name.endswith('.part') and name[:-5] in manifest: return None   # our own atomic write, cut short by a killed run
         if name not in manifest: return f"{f}: was not written by ssl3d_nb (the folder's {MANIFEST} does not list it)"
         if manifest[name] and f.is_file() and _digest(f) != manifest[name]: return f"{f}: changed since ssl3d_nb wrote it"
         return None
@@ -165,6 +166,8 @@ class RunFolder:
         self.claimed, RunFolder.last = True, self
         try:
             manifest = read_manifest(self.path)
+            for n in self.names:                                           # what a killed run's atomic writes left behind
+                if n.endswith('.part') and n[:-5] in manifest and (self.path/n).is_file(): (self.path/n).unlink()
             if not self.resume:
                 for n in manifest:
                     if (self.path/n).exists() or (self.path/n).is_symlink(): (self.path/n).unlink()

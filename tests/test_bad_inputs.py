@@ -478,6 +478,20 @@ def test_torchrun_error_is_one_line_from_rank_0(tmp_path):
     assert not (tmp_path/'o').exists()
 
 
+def test_a_refusing_worker_leaves_rank_0_time_to_say_why(tmp_path):
+    """The race behind a flaky torchrun run: a worker other than rank 0 that refuses first would end first, and the launcher would
+    stop rank 0 before it printed. Such a worker waits, silent, until the launcher stops it — then ends with the refusal's 2."""
+    env = {**os.environ, 'RANK': '1', 'WORLD_SIZE': '2'}
+    p = subprocess.Popen([str(BIN/'ssl3d'), 'pretrain', '--task', 'rpl', '--data', str(BRAINS), '--out', str(tmp_path/'o'), '--epochs', '0'],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    assert p.poll() is None, p.stderr.read()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert (p.returncode, out, err) == (2, '', '')
+    assert not (tmp_path/'o').exists()
+
+
 def test_nproc_error_is_one_line_and_status_2(tmp_path):
     "`ssl3d --nproc 2` starts the processes itself: a refusal is one line and the status is the workers' 2 (torchrun would say 1, with its own report)."
     r = ssl3d('--nproc', '2', 'pretrain', '--task', 'rpl', '--data', BRAINS, '--out', tmp_path/'o', '--epochs', '0')
