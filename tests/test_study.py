@@ -113,6 +113,23 @@ def test_scratch_runs_are_reused_once_with_their_histories(tmp_path):
     assert set(h.method) == {'scratch'} and h.seed.tolist() == [1, 1, 1]
 
 
+def test_scratch_at_another_rate_keeps_the_budget_and_takes_a_name_of_its_own(tmp_path, monkeypatch):
+    "The rate is scratch's own: the budget (steps, augmentation) and its files stay; scratch's runs at 1e-2 are never 'scratch'."
+    study = _load('study')
+    import scratch_baseline as sb
+    monkeypatch.setattr(study, 'scratch_config', lambda *a, **k: ('light-1600-lr0.01', sb.CONFIGS['light-1600-lr0.01']))
+    assert study.budget() == ('light-1600', {'steps': 1600, 'augment': 'light'})
+    assert (study.scratch_name('light-1600'), study.scratch_name('light-1600-lr0.01', 'scratch-2d')) == ('scratch', 'scratch-2d · lr 0.01')
+    src, csv = tmp_path/'scratch_baseline.csv', tmp_path/'efficiency-light-1600.csv'
+    pd.DataFrame([{'method': f'scratch · {m}', 'budget': 1, 'seed': 0, 'mean_dice': d} for m, d in (('light-1600', 0.5), ('light-1600-lr0.01', 0.6))]).to_csv(src, index=False)
+    pd.DataFrame([{'method': f'scratch · {m}', 'budget': 1, 'seed': 0, 'epoch': 0, 'mean_dice': 0.1} for m in ('light-1600', 'light-1600-lr0.01')]).to_csv(
+        tmp_path/'scratch_baseline_history.csv', index=False)
+    pd.DataFrame([{'method': 'scratch', 'budget': 1, 'seed': 0, 'mean_dice': 0.5}]).to_csv(csv, index=False)   # made at 3e-3
+    study.reuse_scratch('light-1600-lr0.01', csv, src)
+    assert pd.read_csv(csv)[['method', 'mean_dice']].values.tolist() == [['scratch', 0.5], ['scratch · lr 0.01', 0.6]]
+    assert 'scratch · lr 0.01' in study.methods_for(())
+
+
 def test_frozen_encoders_meet_an_untrained_twin(tmp_path):
     import shutil
     from ssl3d_nb.models import ResUNetEncoder, save_encoder, load_encoder
@@ -163,9 +180,9 @@ def test_2d_tasks_fine_tune_beside_a_2d_scratch_with_their_3d_protocols(tmp_path
     assert chosen == {'rpl': 'whole network, lr 3e-3', 'mim': 'whole network, pretrained decoder, lr 3e-3'}
     [c] = _wiring(study, tmp_path, monkeypatch, stage='efficiency', tasks='2d', protocol='whole network, lr 1e-3', seeds=2)
     assert c['csv'] == tmp_path/f'efficiency2d-{name}.csv' and c['seeds'] == [0, 1] and c['budgets'] == (1,)
-    assert c['methods']['scratch-2d'] == {'encoder': None, 'spatial_dims': 2, **study.scratch_config()[1]}
+    assert c['methods'][study.scratch_name(study.scratch_config()[0], 'scratch-2d')] == {'encoder': None, 'spatial_dims': 2, **study.scratch_config()[1]}
     # rpl-2d takes rpl's protocol; mim's needs a saved decoder that mim-2d's file lacks, so it falls back to --protocol
-    assert sorted(c['methods']) == ['mim-2d · whole network, lr 1e-3', 'rpl-2d · whole network, lr 3e-3', 'scratch-2d']
+    assert sorted(c['methods']) == sorted(['mim-2d · whole network, lr 1e-3', 'rpl-2d · whole network, lr 3e-3', study.scratch_name(study.scratch_config()[0], 'scratch-2d')])
     assert c['methods']['rpl-2d · whole network, lr 3e-3']['encoder'] == str(tmp_path/'encoders'/'rpl-2d.pth')
     assert not (tmp_path/f'efficiency-{name}.csv').exists()          # 3D scratch rows are not copied into the 2D study
     try: study.task_list('rpl,rpl-2d'); raise AssertionError('3D and 2D tasks were mixed in one run')
@@ -186,7 +203,7 @@ def test_brats_folds_test_every_subject_once_and_every_method_meets_them(tmp_pat
     name = study.budget()[0]
     assert [(c['csv'].name, c['seeds'], c['budgets']) for c in calls] == [(f'fold{k}-{name}.csv', [s], (3,)) for s in (0, 1) for k in range(3)]
     assert all(c['split'] == study.BRATS_FOLDS[i % 3] and c['common'] == study.BRATS for i, c in enumerate(calls))
-    assert sorted(calls[0]['methods']) == ['rpl · whole network, lr 3e-3', 'scratch']     # jigsaw has no encoder file here
+    assert sorted(calls[0]['methods']) == sorted(['rpl · whole network, lr 3e-3', study.scratch_name(study.scratch_config()[0])])   # jigsaw: no encoder here
     calls = _wiring(study, tmp_path, monkeypatch, stage='brats', tasks='rpl', protocol='whole network, lr 3e-3', seeds=1, folds=(2, 0))
     assert [c['csv'].name for c in calls] == [f'fold0-{name}.csv', f'fold2-{name}.csv']   # only the folds asked for, in their order
 

@@ -26,6 +26,8 @@ efficiency fine-tunes a 2D U-Net on axial slices — each task with its 3D versi
 
 Every method gets the same fine-tuning budget: the steps and augmentation of the scratch schedule with the best validation
 Dice in scratch_baseline.csv (BUDGET names it, e.g. light-3200); a different choice there starts new files rather than mixing.
+That schedule's learning rate is scratch's own, as a protocol's is each method's: scratch trained at another rate than 3e-3
+goes into the files under a name that says so ('scratch · lr 0.01'), so that runs at different rates never share a name.
 """
 import argparse, os, sys, time
 from pathlib import Path
@@ -55,6 +57,8 @@ PROTOCOLS = {
     'whole network, pretrained decoder, lr 3e-3': dict(mode='unfrozen', lr=3e-3, decoder_weights='from-encoder'),
     'warm-up 2 epochs, encoder lr/10':      dict(mode='warmup', warmup=2, lr_mult=10, lr=3e-3),
     'whole network, lr 1e-3':               dict(mode='unfrozen', lr=1e-3),
+    'whole network, lr 1e-2':               dict(mode='unfrozen', lr=1e-2),
+    'whole network, pretrained decoder, lr 1e-2': dict(mode='unfrozen', lr=1e-2, decoder_weights='from-encoder'),
 }
 CANDIDATES = tuple(PROTOCOLS)[:3]
 PROTOCOL_BUDGETS, PROTOCOL_SEEDS = (1,), (0, 1, 2)          # the protocol is chosen on these runs' validation Dice
@@ -98,8 +102,8 @@ def task_list(arg:str=None)->tuple:
 
 def methods_for(tasks, fallback:str=None, scratch:str='scratch', **scratch_kw)->dict:
     "Scratch with its own schedule (`scratch_kw`: e.g. spatial_dims=2) and each task's encoder with its protocol, at the study's budget."
-    base = budget()[1]
-    return {scratch: {'encoder': None, **scratch_kw, **scratch_config()[1]},
+    base, (cname, cfg) = budget()[1], scratch_config()
+    return {scratch_name(cname, scratch): {'encoder': None, **scratch_kw, **cfg},
             **{f'{t} · {proto}': {'encoder': str(OUT/'encoders'/f'{t}.pth'), **base, **schedule(proto, base['steps'])}
                for t, proto in protocols(tasks, fallback).items()}}
 
@@ -158,9 +162,15 @@ def scratch_config(budget:int=1, csv=None, min_seeds:int=3)->tuple:
     return name, CONFIGS[name]
 
 def budget()->tuple:
-    "The fine-tuning budget every method gets — the best scratch schedule's steps and augmentation — and that schedule's name."
-    name, c = scratch_config()
-    return name, {'steps': c['steps'], 'augment': c['augment']}
+    "The fine-tuning budget every method gets — the best scratch schedule's steps and augmentation — and its name (e.g. light-1600)."
+    c = scratch_config()[1]
+    return f"{c['augment']}-{c['steps']}", {'steps': c['steps'], 'augment': c['augment']}
+
+def scratch_name(config:str, base:str='scratch')->str:
+    "Scratch's name in the study's files when trained with scratch_baseline's schedule `config`: `base`, and its rate if not 3e-3."
+    from scratch_baseline import CONFIGS
+    lr = CONFIGS[config]['lr']
+    return base if lr == 3e-3 else f'{base} · lr {lr:g}'
 
 def reuse(csv:Path, src:Path, rename:dict, budgets=None, seeds=None):
     """Copy the runs of `src` whose method is a key of `rename` (and whose budget and seed are among `budgets`, `seeds` where given)
@@ -178,10 +188,10 @@ def reuse(csv:Path, src:Path, rename:dict, budgets=None, seeds=None):
     _append_csv(history_path(csv), h.merge(pick[['method', 'budget', 'seed']], on=['method', 'budget', 'seed']))
     print(f"{len(pick)} runs taken from {src.name}: " + ', '.join(sorted(set(pick.method))), flush=True)
 
-def reuse_scratch(name:str, csv:Path, src:Path=None):
-    "Copy the scratch runs of schedule `name` from scratch_baseline.csv (and their histories) into `csv` as 'scratch'."
+def reuse_scratch(config:str, csv:Path, src:Path=None):
+    "Copy the scratch runs of schedule `config` from scratch_baseline.csv (and their histories) into `csv` as `scratch_name(config)`."
     from scratch_baseline import CSV
-    reuse(csv, src or CSV, {f'scratch · {name}': 'scratch'})
+    reuse(csv, src or CSV, {f'scratch · {config}': scratch_name(config)})
 
 def frozen_methods(encs:dict)->dict:
     """Each encoder of `encs` (task → file) and, once per architecture, the untrained encoder beside it (`random-ARCH.pth`,
@@ -232,10 +242,10 @@ def main(a):
     elif a.stage == 'efficiency':
         pcsv, twod = OUT/f'protocols-{name}.csv', tasks[0].endswith('-2d')
         csv = OUT/f"efficiency{'2d' if twod else ''}-{name}.csv"
-        if not twod: reuse_scratch(name, csv)                   # scratch's runs of this schedule are not made twice
+        if not twod: reuse_scratch(scratch_config()[0], csv)    # scratch's runs of this schedule are not made twice
         methods = methods_for(tasks, a.protocol, 'scratch-2d', spatial_dims=2) if twod else methods_for(tasks, a.protocol)
         # the protocol stage's runs of the schedule a method now uses are the same runs: not made twice
-        if pcsv.exists() and not twod: reuse(csv, pcsv, {m: m for m in methods if m != 'scratch'}, budgets=PROTOCOL_BUDGETS, seeds=PROTOCOL_SEEDS)
+        if pcsv.exists() and not twod: reuse(csv, pcsv, {m: m for m in methods if not m.startswith('scratch')}, budgets=PROTOCOL_BUDGETS, seeds=PROTOCOL_SEEDS)
         runs(methods, scans, split, a.budgets, range(a.seeds), csv, clock)   # all methods of a seed and budget together
     elif a.stage == 'frozen':
         runs(frozen_methods(encoders(tasks)), scans, split, (2,), range(a.seeds), OUT/f'frozen-{name}.csv', clock, **base, mode='frozen', lr=3e-3)
