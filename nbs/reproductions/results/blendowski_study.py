@@ -9,6 +9,9 @@ every method's Dice rows are appended to blendowski/transfer.csv once all of the
 is skipped.
 
     SSL3D_DATA=... python nbs/reproductions/results/blendowski_study.py [--steps planar-heatmap=4000,planar-reg2d=4000,doersch=1500]
+                                                                       [--out blendowski-long]
+
+`--out NAME` writes to results/NAME/ instead of results/blendowski/: a longer pretraining beside the first, not over it.
 """
 import argparse, os, time
 from pathlib import Path
@@ -74,6 +77,8 @@ def main(steps):
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--steps', default=None, help='task=steps,… (default: ' + ','.join(f'{k}={v}' for k, v in STEPS.items()) + ')')
+    ap.add_argument('--out', default='blendowski', help='the results folder beside this script (default: blendowski)')
     a = ap.parse_args()
+    OUT = OUT.parent/a.out
     steps = {**STEPS, **({k: int(v) for k, v in (kv.split('=') for kv in a.steps.split(','))} if a.steps else {})}
     main(steps)
