@@ -97,6 +97,10 @@ def read_manifest(folder)->dict:
 
 def _inside(a:Path, b:Path)->bool: return a == b or b in a.parents
 
+def _cut_short(name:str, manifest:dict)->bool:
+    "Whether `name` is one of our atomic writes (a manifest file's name + `.part`) that a killed run left behind."
+    return name.endswith('.part') and name[:-5] in manifest
+
 class RunFolder:
     "The output folder of one run: checked before anything is written, claimed with a lock, its files recorded in a manifest."
     last = None                            # the folder claimed last in this process (what an interruption reports)
@@ -118,7 +122,7 @@ class RunFolder:
     def _theirs(self, name:str, manifest:dict)->str|None:
         "Why the file `name` in the folder is not ours to replace (None if it is ours)."
         f = self.path/name
-        if name.endswith('.part') and name[:-5] in manifest: return None   # our own atomic write, cut short by a killed run
+        if _cut_short(name, manifest): return None
         if name not in manifest: return f"{f}: was not written by ssl3d_nb (the folder's {MANIFEST} does not list it)"
         if manifest[name] and f.is_file() and _digest(f) != manifest[name]: return f"{f}: changed since ssl3d_nb wrote it"
         return None
@@ -166,8 +170,8 @@ class RunFolder:
         self.claimed, RunFolder.last = True, self
         try:
             manifest = read_manifest(self.path)
-            for n in self.names:                                           # what a killed run's atomic writes left behind
-                if n.endswith('.part') and n[:-5] in manifest and (self.path/n).is_file(): (self.path/n).unlink()
+            for n in self.names:
+                if _cut_short(n, manifest) and (self.path/n).is_file(): (self.path/n).unlink()
             if not self.resume:
                 for n in manifest:
                     if (self.path/n).exists() or (self.path/n).is_symlink(): (self.path/n).unlink()
